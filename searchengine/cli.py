@@ -1,0 +1,206 @@
+"""The `searchengine` command: parse, call Engine, render. No indexing or ranking logic here."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from searchengine.engine import Engine, IndexSummary
+from searchengine.errors import UserError
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="Search your own documents, photos, recordings and videos by meaning.",
+)
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False)
+
+IndexOpt = Annotated[
+    Path | None,
+    typer.Option("--index", help="Index folder (default: $SEARCHENGINE_INDEX or the user data dir)."),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
+TypeOpt = Annotated[
+    str | None, typer.Option("--type", help="Only these types: image,audio,video,text.")
+]
+
+
+def _fail(message: str, code: int = 2) -> None:
+    err.print(f"[red]error:[/red] {message}", markup=True)
+    raise typer.Exit(code)
+
+
+def _open(index: Path | None, *, create: bool = False, **kw: Any) -> Engine:
+    try:
+        return Engine(index, create=create, **kw)
+    except UserError as exc:
+        _fail(str(exc))
+        raise  # unreachable; keeps type checkers calm
+
+
+def _types(value: str | None) -> list[str] | None:
+    return [t for t in value.split(",") if t.strip()] if value else None
+
+
+def _print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, ensure_ascii=False, indent=2) + "\n")
+
+
+@app.command()
+def index(
+    paths: Annotated[list[Path], typer.Argument(help="Files or folders to index.")],
+    index: IndexOpt = None,
+    json_out: JsonOpt = False,
+    clip: Annotated[str | None, typer.Option(help="open_clip model name or config JSON.")] = None,
+    clip_pretrained: Annotated[
+        str | None, typer.Option(help="open_clip pretrained tag or checkpoint file.")
+    ] = None,
+    clap: Annotated[str | None, typer.Option(help="CLAP model id or folder.")] = None,
+    text: Annotated[
+        str | None, typer.Option(help="sentence-transformers model id or folder.")
+    ] = None,
+    speech: Annotated[
+        str | None, typer.Option(help="faster-whisper size or folder, or 'off'.")
+    ] = None,
+) -> None:
+    """Index files and folders: new and changed files are embedded, moves followed."""
+    models = {"clip": clip, "clap": clap, "text": text, "speech": speech}
+    engine = _open(
+        index, create=True, models={k: v for k, v in models.items() if v},
+        clip_pretrained=clip_pretrained,
+    )
+    quiet = json_out or not err.is_terminal
+    try:
+        with Progress(
+            TextColumn("[bold]{task.description:<8}"), BarColumn(), MofNCompleteColumn(),
+            TimeElapsedColumn(), TextColumn("{task.fields[path]}", style="dim"),
+            console=err, disable=quiet, transient=True,
+        ) as bar:
+            tasks: dict[str, Any] = {}
+
+            def progress(phase: str, done: int, total: int, path: str) -> None:
+                if phase not in tasks:
+                    tasks[phase] = bar.add_task(phase, total=total or None, path="")
+                short = os.path.basename(path)[:40]
+                bar.update(tasks[phase], completed=done, total=total or None, path=short)
+
+            summary = engine.index([str(p) for p in paths], progress=progress)
+    except UserError as exc:
+        _fail(str(exc))
+    finally:
+        engine.close()
+    if json_out:
+        _print_json(summary.to_json())
+    else:
+        _render_summary(summary)
+    for note in summary.notes:
+        err.print(f"[yellow]note:[/yellow] {note}")
+
+
+def _render_summary(s: IndexSummary) -> None:
+    parts = [
+        f"{s.added} added", f"{s.changed} changed", f"{s.moved} moved", f"{s.deleted} deleted",
+        f"{s.unchanged} unchanged", f"{s.failed} failed", f"{s.skipped} skipped",
+        f"{s.pending} pending",
+    ]
+    out.print(", ".join(parts) + f" in {s.seconds:.1f}s")
+    for old, new in s.moves[:20]:
+        out.print(f"  moved {old} -> {new}")
+
+
+@app.command()
+def search(
+    query: Annotated[str, typer.Argument(help="What you are looking for, in words.")],
+    index: IndexOpt = None,
+    k: Annotated[int, typer.Option("-k", help="How many files to return.")] = 10,
+    type_: TypeOpt = None,
+    path: Annotated[
+        str | None, typer.Option("--path", help="Only paths matching this glob.")
+    ] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Search the index with a text query."""
+    if not query.strip():
+        _fail("the query is empty")
+    engine = _open(index)
+    try:
+        hits = engine.search(query, k=k, types=_types(type_), path=path)
+    except UserError as exc:
+        _fail(str(exc))
+    finally:
+        engine.close()
+    if json_out:
+        _print_json([h.to_json() for h in hits])
+        return
+    if not hits:
+        out.print("no matches")
+        return
+    for rank, hit in enumerate(hits, 1):
+        out.print(f"[bold]{rank:>2}. {hit.path}[/bold]  [dim]{hit.type} {hit.score:.3f}[/dim]")
+        for seg in hit.segments[:2]:
+            where = ""
+            if seg.start is not None:
+                unit = "s" if hit.type in ("audio", "video") else ""
+                where = f"[{seg.start:g}{unit}-{seg.end:g}{unit}] "
+            if seg.text:
+                out.print(f"     {where}{seg.text}", markup=False)
+
+
+@app.command()
+def status(index: IndexOpt = None, json_out: JsonOpt = False) -> None:
+    """What the index holds: files per type and state, models, failures."""
+    engine = _open(index)
+    try:
+        info = engine.status()
+    finally:
+        engine.close()
+    if json_out:
+        _print_json(info)
+        return
+    out.print(f"index: {info['index']}  ({info['files']} files)")
+    table = Table("type", "indexed", "pending", "failed", "skipped")
+    for ftype, counts in sorted(info["types"].items()):
+        table.add_row(ftype, *(str(counts.get(s, 0)) for s in ("indexed", "pending", "failed",
+                                                                "skipped")))
+    out.print(table)
+    for space, sp in info["spaces"].items():
+        mark = "ok" if sp["available"] else "missing"
+        out.print(f"{space:<5} {sp['model']}  vectors={sp['vectors']}  weights {mark}")
+        if not sp["available"]:
+            out.print(f"      {sp['weights']}", markup=False)
+    for key in ("failed", "skipped", "pending"):
+        for item in info[key][:50]:
+            out.print(f"{key}: {item['path']}: {item['reason']}", markup=False)
+
+
+@app.command()
+def remove(
+    paths: Annotated[list[Path], typer.Argument(help="Files or folders to forget.")],
+    index: IndexOpt = None,
+) -> None:
+    """Remove files or folders from the index (the files on disk are not touched)."""
+    engine = _open(index)
+    try:
+        count = engine.remove([str(p) for p in paths])
+    except UserError as exc:
+        _fail(str(exc))
+    finally:
+        engine.close()
+    out.print(f"removed {count} files from the index")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,20 @@
+"""Crash points for the kill tests: `SEARCHENGINE_CRASH_AT=name:n` SIGKILLs the process the
+n-th time `point(name)` runs. Unset (always, outside tests) it costs one dict lookup."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+_spec = os.environ.get("SEARCHENGINE_CRASH_AT", "")
+_name, _, _count = _spec.partition(":")
+_remaining = int(_count or "1") if _spec else 0
+
+
+def point(name: str) -> None:
+    global _remaining
+    if not _spec or name != _name:
+        return
+    _remaining -= 1
+    if _remaining <= 0:
+        os.kill(os.getpid(), signal.SIGKILL)

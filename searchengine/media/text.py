@@ -1,0 +1,170 @@
+"""Text documents: bytes to str without crashing, markup stripped, chunks with char offsets."""
+
+from __future__ import annotations
+
+import codecs
+import io
+import os
+import re
+from html.parser import HTMLParser
+
+from searchengine.errors import DecodeError, Skip
+from searchengine.types import Decoded, Segment
+
+HTML_EXT = {".html", ".htm", ".xhtml"}
+
+
+def bytes_to_str(data: bytes) -> tuple[str, str]:
+    """(text, encoding): BOMs honoured, UTF-8 tried first, then a detected charset."""
+    for bom, enc in ((codecs.BOM_UTF8, "utf-8-sig"), (codecs.BOM_UTF16_LE, "utf-16"),
+                     (codecs.BOM_UTF16_BE, "utf-16"), (codecs.BOM_UTF32_LE, "utf-32")):
+        if data.startswith(bom):
+            return data.decode(enc, errors="replace"), enc
+    try:
+        return data.decode("utf-8"), "utf-8"
+    except UnicodeDecodeError:
+        pass
+    try:
+        from charset_normalizer import from_bytes
+
+        best = from_bytes(data[: 1 << 20]).best()
+        if best is not None and best.encoding:
+            return data.decode(best.encoding, errors="replace"), best.encoding
+    except Exception:
+        pass
+    return data.decode("utf-8", errors="replace"), "utf-8 (with replacements)"
+
+
+class _HTMLText(HTMLParser):
+    """Visible text of an HTML page, one block per line, scripts and styles dropped."""
+
+    BLOCK = {"p", "div", "br", "li", "tr", "h1", "h2", "h3", "h4", "h5", "h6", "section",
+             "article", "pre", "table", "dt", "dd", "blockquote", "title"}
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.parts: list[str] = []
+        self.title = ""
+        self._skip = 0
+        self._in_title = False
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag in ("script", "style", "noscript", "template"):
+            self._skip += 1
+        if tag == "title":
+            self._in_title = True
+        if tag in self.BLOCK:
+            self.parts.append("\n")
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in ("script", "style", "noscript", "template") and self._skip:
+            self._skip -= 1
+        if tag == "title":
+            self._in_title = False
+        if tag in self.BLOCK:
+            self.parts.append("\n")
+
+    def handle_data(self, data: str) -> None:
+        if self._skip:
+            return
+        if self._in_title:
+            self.title += data
+        self.parts.append(data)
+
+    def text(self) -> str:
+        joined = "".join(self.parts)
+        joined = re.sub(r"[ \t\r\f\v]+", " ", joined)
+        return re.sub(r"\n\s*\n+", "\n\n", joined).strip()
+
+
+def html_to_text(markup: str) -> tuple[str, str]:
+    parser = _HTMLText()
+    try:
+        parser.feed(markup)
+        parser.close()
+    except Exception:  # html.parser is lenient, but never let markup crash a run
+        pass
+    return parser.text(), parser.title.strip()
+
+
+def pdf_to_text(data: bytes) -> tuple[str, dict[str, object]]:
+    try:
+        from pypdf import PdfReader
+
+        reader = PdfReader(io.BytesIO(data))
+        if reader.is_encrypted:
+            try:
+                reader.decrypt("")
+            except Exception as exc:
+                raise DecodeError("encrypted PDF") from exc
+        pages = [(page.extract_text() or "") for page in reader.pages]
+        meta = {"pages": len(pages)}
+        if reader.metadata and reader.metadata.title:
+            meta["title"] = str(reader.metadata.title)
+    except DecodeError:
+        raise
+    except Exception as exc:
+        raise DecodeError(f"unreadable PDF: {str(exc).splitlines()[0] if str(exc) else exc!r}")
+    return "\n\n".join(pages), meta
+
+
+def chunk_spans(text: str, size: int, overlap: int) -> list[tuple[int, int]]:
+    """Overlapping [start, end) spans of about `size` chars, cut at paragraph, sentence or word
+    boundaries when one is near, stripped of surrounding whitespace."""
+    n = len(text)
+    spans: list[tuple[int, int]] = []
+    start = 0
+    overlap = max(0, min(overlap, size // 2))
+    while start < n:
+        end = min(start + size, n)
+        if end < n:
+            floor = start + int(size * 0.6)
+            for sep in ("\n\n", "\n", ". ", " "):
+                cut = text.rfind(sep, floor, end)
+                if cut != -1:
+                    end = cut + len(sep)
+                    break
+        s, e = start, end
+        while s < e and text[s].isspace():
+            s += 1
+        while e > s and text[e - 1].isspace():
+            e -= 1
+        if e > s:
+            spans.append((s, e))
+        if end >= n:
+            break
+        nxt = max(end - overlap, start + 1)
+        space = text.find(" ", nxt, end)  # begin the overlap on a word boundary
+        start = space + 1 if space != -1 else nxt
+    return spans
+
+
+def decode_text(path: str, size_limit: int, chunk_chars: int, overlap: int) -> Decoded:
+    """Read a text document and cut it into `text`-space chunk segments."""
+    size = os.path.getsize(path)
+    if size > size_limit:
+        raise Skip(
+            f"text file of {size / 1e6:.1f} MB is over the {size_limit / 1e6:.0f} MB limit "
+            "(raise max_text_mb in the index config to include it)"
+        )
+    with open(path, "rb") as fh:
+        data = fh.read()
+    ext = os.path.splitext(path)[1].lower()
+    meta: dict[str, object] = {}
+    if data.startswith(b"%PDF-"):
+        text, meta = pdf_to_text(data)
+    else:
+        text, meta["encoding"] = bytes_to_str(data)
+        text = text.replace("\x00", "")
+        if ext in HTML_EXT or text.lstrip()[:15].lower().startswith(("<!doctype html", "<html")):
+            text, title = html_to_text(text)
+            if title:
+                meta["title"] = title
+    if not text.strip():
+        raise Skip("no text content")
+    meta["chars"] = len(text)
+    segs = [
+        Segment(space="text", kind="chunk", start=s, end=e, text=text[s:e], payload=text[s:e])
+        for s, e in chunk_spans(text, chunk_chars, overlap)
+    ]
+    return Decoded(file_type="text", segments=segs, meta=meta)

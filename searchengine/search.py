@@ -1,0 +1,176 @@
+"""Ranking: plan spaces, k-NN per space, exact re-scoring, BM25 fusion, filters, grouping.
+
+Scores: each space's cosine is mapped to 0..1 by a per-space range (where unrelated and
+strongly related pairs fall for that model family); BM25 is squashed to 0..1 by
+b / (b + BM25_HALF). A segment's score is VECTOR_WEIGHT * vector + (1 - VECTOR_WEIGHT) * bm25,
+and a file's score is its best segment plus a small bonus when its name matches.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from searchengine.errors import ModelUnavailable
+from searchengine.store.catalog import SegmentRow
+from searchengine.types import Hit, HitSegment
+
+if TYPE_CHECKING:
+    from searchengine.engine import Engine
+
+COSINE_RANGE: dict[str, tuple[float, float]] = {
+    "text": (0.05, 0.75),
+    "clip": (0.12, 0.36),
+    "clap": (0.0, 0.6),
+}
+TYPES_IN_SPACE: dict[str, tuple[str, ...]] = {
+    "text": ("text", "audio", "video"),
+    "clip": ("image", "video"),
+    "clap": ("audio", "video"),
+}
+VECTOR_WEIGHT = 0.8
+BM25_HALF = 4.0
+NAME_BONUS = 0.15
+SEGMENTS_PER_HIT = 3
+SNIPPET_CHARS = 240
+
+
+@dataclass
+class Query:
+    text: str
+    k: int = 10
+    types: Sequence[str] | None = None
+    path: str | None = None
+
+
+def glob_for(path: str | None) -> str | None:
+    """A user's --path pattern as a SQLite GLOB over absolute paths (relative = any suffix)."""
+    if not path:
+        return None
+    if path.startswith(("/", "*")):
+        return path
+    return "*/" + path
+
+
+def calibrate(space: str, cosine: float) -> float:
+    lo, hi = COSINE_RANGE.get(space, (0.0, 1.0))
+    return float(min(1.0, max(0.0, (cosine - lo) / (hi - lo))))
+
+
+def squash_bm25(score: float) -> float:
+    return max(0.0, score) / (max(0.0, score) + BM25_HALF)
+
+
+def snippet(text: str | None, query: str) -> str | None:
+    """A window of the segment text around the first query word found in it."""
+    if not text:
+        return None
+    flat = re.sub(r"\s+", " ", text).strip()
+    if len(flat) <= SNIPPET_CHARS:
+        return flat
+    pos = -1
+    for word in re.findall(r"\w{3,}", query.lower()):
+        pos = flat.lower().find(word)
+        if pos != -1:
+            break
+    start = max(0, pos - SNIPPET_CHARS // 3) if pos != -1 else 0
+    start = flat.rfind(" ", 0, start) + 1 if start else 0
+    out = flat[start : start + SNIPPET_CHARS].rstrip()
+    return ("…" if start else "") + out + ("…" if start + SNIPPET_CHARS < len(flat) else "")
+
+
+def run_query(engine: Engine, q: Query) -> list[Hit]:
+    """Over-fetch, and fetch more while grouping by file leaves fewer than k files."""
+    fetch = max(50, q.k * 8)
+    while True:
+        hits, exhausted = _rank(engine, q, fetch)
+        if len(hits) >= q.k or exhausted:
+            return hits[: q.k]
+        fetch *= 4
+
+
+def _rank(engine: Engine, q: Query, fetch: int) -> tuple[list[Hit], bool]:
+    catalog = engine.catalog
+    glob = glob_for(q.path)
+    filtered = bool(q.types or glob)
+    exhausted = True
+    vec_scores: dict[int, float] = {}
+    query_vecs: dict[str, np.ndarray] = {}
+    for space, types in TYPES_IN_SPACE.items():
+        if q.types and not set(types) & set(q.types):
+            continue
+        vi = engine.vectors(space)
+        if len(vi) == 0:
+            continue
+        try:
+            qv = engine.models.encoder(space).embed_queries([q.text])[0]
+        except ModelUnavailable:
+            continue
+        query_vecs[space] = qv
+        allowed = catalog.allowed_segments(space, q.types, glob) if filtered else None
+        found = vi.search(qv, fetch, allowed)
+        if len(found) >= fetch:
+            exhausted = False
+        for sid, score in found:
+            vec_scores[sid] = score
+    bm25 = dict(catalog.bm25_segments(q.text, fetch, q.types, glob))
+    if len(bm25) >= fetch:
+        exhausted = False
+    names = dict(catalog.bm25_files(q.text, fetch, q.types, glob))
+    rows = catalog.segment_rows(set(vec_scores) | set(bm25))
+    _rescore_exact(engine, rows, query_vecs, vec_scores)
+    scored: dict[int, list[tuple[float, SegmentRow, str]]] = {}
+    for sid, row in rows.items():
+        v = calibrate(row.space, vec_scores[sid]) if sid in vec_scores else 0.0
+        b = squash_bm25(bm25.get(sid, 0.0))
+        score = VECTOR_WEIGHT * v + (1 - VECTOR_WEIGHT) * b
+        why = f"{row.space} similarity {v:.2f}" + (f", keywords {b:.2f}" if b > 0 else "")
+        scored.setdefault(row.file_id, []).append((score, row, why))
+    for fid, row in catalog.first_segments(set(names) - set(scored)).items():
+        scored[fid] = [(0.0, row, "file name")]
+    records = catalog.files_by_id(set(scored) | set(names))
+    hits = []
+    for fid, segs in scored.items():
+        rec = records.get(fid)
+        if rec is None or rec.state not in ("indexed", "pending"):
+            continue
+        segs.sort(key=lambda s: -s[0])
+        name = squash_bm25(names.get(fid, 0.0))
+        best, _, why = segs[0]
+        score = min(1.0, best + NAME_BONUS * name)
+        if name > 0:
+            why += f", file name {name:.2f}"
+        hit = Hit(path=rec.path, type=rec.type, score=score, reason=why)
+        for seg_score, row, _ in segs[:SEGMENTS_PER_HIT]:
+            if row.kind == "image" or seg_score <= 0 and row is not segs[0][1]:
+                continue
+            hit.segments.append(
+                HitSegment(
+                    start=row.start, end=row.end, text=snippet(row.text, q.text),
+                    score=seg_score, space=row.space, kind=row.kind,
+                )
+            )
+        hits.append(hit)
+    hits.sort(key=lambda h: (-h.score, h.path))
+    return hits, exhausted
+
+
+def _rescore_exact(
+    engine: Engine,
+    rows: dict[int, SegmentRow],
+    query_vecs: dict[str, np.ndarray],
+    vec_scores: dict[int, float],
+) -> None:
+    """Cosine from stored vectors for every candidate, including those only BM25 found."""
+    missing = [sid for sid, r in rows.items() if sid not in vec_scores and r.space in query_vecs]
+    if not missing:
+        return
+    ids, mat = engine.catalog.vectors(missing)
+    for sid, vec in zip(ids.tolist(), mat, strict=True):
+        qv = query_vecs[rows[sid].space]
+        if vec.shape[0] == qv.shape[0]:
+            vec_scores[sid] = float(vec @ qv)

@@ -1,0 +1,79 @@
+"""Small dataclasses that carry data across module boundaries (media -> encoders -> store -> search)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+FILE_TYPES = ("text", "image", "audio", "video")
+"""Modalities a file can have; `--type` accepts these."""
+
+STATES = ("indexed", "pending", "failed", "skipped")
+"""Per-file states: pending waits for a model, failed/skipped carry a reason."""
+
+
+@dataclass(slots=True)
+class Segment:
+    """A unit of retrieval inside a file, before it is stored.
+
+    `start`/`end` are character offsets for text and seconds for audio/video; both are None
+    for a whole image. `payload` is what the space's encoder embeds (a string, an RGB image,
+    a PCM array); it is never stored.
+    """
+
+    space: str
+    kind: str
+    start: float | None = None
+    end: float | None = None
+    text: str | None = None
+    payload: Any = None
+
+
+@dataclass(slots=True)
+class Decoded:
+    """What decoding one file yields: its modality, segments and catalog metadata."""
+
+    file_type: str
+    segments: list[Segment] = field(default_factory=list)
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class HitSegment:
+    """One matching moment or passage of a hit."""
+
+    start: float | None
+    end: float | None
+    text: str | None
+    score: float
+    space: str
+    kind: str
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"score": round(self.score, 4), "space": self.space, "kind": self.kind}
+        if self.start is not None:
+            out["start"] = self.start
+            out["end"] = self.end
+        if self.text is not None:
+            out["text"] = self.text
+        return out
+
+
+@dataclass(slots=True)
+class Hit:
+    """One file in a result list, with its best segments first."""
+
+    path: str
+    type: str
+    score: float
+    segments: list[HitSegment] = field(default_factory=list)
+    reason: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "path": self.path,
+            "type": self.type,
+            "score": round(self.score, 4),
+            "reason": self.reason,
+            "segments": [s.to_json() for s in self.segments],
+        }
