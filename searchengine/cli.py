@@ -22,7 +22,7 @@ app = typer.Typer(
     help="Search your own documents, photos, recordings and videos by meaning.",
 )
 out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 IndexOpt = Annotated[
     Path | None,

@@ -55,6 +55,19 @@ SPACES = ("text", "clip", "clap")
 """Vector spaces, in the order queries visit them."""
 
 
+_LOADED: dict[tuple[str, str, str], Encoder] = {}
+_LOADED_LOCK = threading.Lock()
+
+
+def _load_shared(space: str, resolved: Resolved) -> Encoder:
+    """Weights are read once per process, however many indexes use them."""
+    key = (space, resolved.name, resolved.location)
+    with _LOADED_LOCK:
+        if key not in _LOADED:
+            _LOADED[key] = _driver(space).load(resolved)
+        return _LOADED[key]
+
+
 class ModelRegistry:
     """Resolves and loads each space's encoder once per process; remembers failures."""
 
@@ -81,7 +94,7 @@ class ModelRegistry:
                 raise ModelUnavailable(self._errors[space])
             try:
                 resolved = self.resolve(space)
-                enc = _driver(space).load(resolved)
+                enc = _load_shared(space, resolved)
             except ModelUnavailable as exc:
                 self._errors[space] = str(exc)
                 raise

@@ -27,8 +27,11 @@ def bytes_to_str(data: bytes) -> tuple[str, str]:
     try:
         from charset_normalizer import from_bytes
 
-        best = from_bytes(data[: 1 << 20]).best()
-        if best is not None and best.encoding:
+        matches = list(from_bytes(data[: 1 << 20]))
+        if matches:
+            # ties are common on short text: prefer the most widespread legacy encodings
+            rank = {"cp1252": 0, "latin_1": 1, "iso8859_15": 2}
+            best = min(matches, key=lambda m: (m.chaos, -m.coherence, rank.get(m.encoding, 9)))
             return data.decode(best.encoding, errors="replace"), best.encoding
     except Exception:
         pass

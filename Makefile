@@ -1,0 +1,46 @@
+# Everything a newcomer or CI needs: `make demo` and `make test` (see README.md).
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+SE := $(VENV)/bin/searchengine
+DEMO_INDEX ?= indexes/demo
+export OMP_NUM_THREADS ?= 2
+
+.PHONY: install test demo lint bench-text models clean-demo
+
+install: $(VENV)/.installed
+
+# torch and torchvision first, pinned, so pip takes this machine's cached wheels and never
+# resolves a different (multi-GB) build on its own.
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PIP) install -q --disable-pip-version-check torch==2.14.1 torchvision==0.29.1
+	$(PIP) install -q --disable-pip-version-check -e '.[test]'
+	touch $@
+
+models: install
+	$(PY) scripts/make_test_models.py --out tests/.models
+
+test: install models
+	$(VENV)/bin/ruff check searchengine scripts tests
+	$(VENV)/bin/pytest -q
+
+demo: install
+	$(PY) scripts/fetch_samples.py docs
+	HF_HUB_OFFLINE=1 $(SE) index samples/docs --index $(DEMO_INDEX)
+	$(SE) status --index $(DEMO_INDEX)
+	@for q in "how do I install a package" "set up the network interface" \
+	          "a joke about programmers"; do \
+	    echo; echo "== search: $$q"; \
+	    $(SE) search "$$q" --index $(DEMO_INDEX) -k 3; \
+	done
+
+bench-text: install
+	$(PY) scripts/fetch_samples.py bigdocs
+	$(PY) scripts/bench_text.py samples/bigdocs
+
+lint: install
+	$(VENV)/bin/ruff check searchengine scripts tests
+
+clean-demo:
+	rm -rf $(DEMO_INDEX)
