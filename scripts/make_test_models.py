@@ -95,10 +95,8 @@ def _byte_level_vocab() -> dict[str, int]:
     return vocab
 
 
-MERGES = [
-    ("Ġ", "t"), ("h", "e"), ("Ġt", "he"), ("Ġ", "a"), ("i", "n"),
-    ("e", "r"), ("Ġ", "s"), ("o", "g"), ("Ġ", "d"), ("Ġd", "og"),
-]
+_MERGE_LINES = "Ġ t|h e|Ġt he|Ġ a|i n|e r|Ġ s|o g|Ġ d|Ġd og"
+MERGES = [tuple(line.split()) for line in _MERGE_LINES.split("|")]
 
 
 def make_clap(out_dir: Path, force: bool = False) -> Path:
@@ -116,7 +114,6 @@ def make_clap(out_dir: Path, force: bool = False) -> Path:
         ClapProcessor,
         RobertaTokenizer,
     )
-
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()

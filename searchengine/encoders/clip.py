@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -80,8 +81,8 @@ def _model_name(name: str) -> tuple[str, dict[str, Any]]:
     cfg = open_clip.get_model_config(name)
     if cfg is None:
         raise ModelUnavailable(
-            f"clip model '{name}' is not an open_clip model name or a model-config JSON file "
-            f"(known names include {', '.join(open_clip.list_models()[:5])}, ...)."
+            f"clip model '{name}' is neither an open_clip model name (such as ViT-B-32; "
+            "open_clip.list_models() has them all) nor a model-config JSON file."
         )
     return name, cfg
 
@@ -114,9 +115,19 @@ def _cached_checkpoint(pretrained_cfg: dict[str, Any]) -> str | None:
     url = pretrained_cfg.get("url", "")
     if url:  # open_clip's own download folder (download_pretrained_from_url)
         target = Path("~/.cache/clip").expanduser() / os.path.basename(url)
-        if target.is_file():
+        if target.is_file() and not _is_torchscript(target):
             return str(target)
     return None
+
+
+def _is_torchscript(path: Path) -> bool:
+    """OpenAI's original files (also in ~/.cache/clip) are TorchScript archives, which
+    open_clip's state-dict loader refuses under weights_only=True."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return any(n.rsplit("/", 1)[-1] == "constants.pkl" for n in archive.namelist())
+    except (OSError, zipfile.BadZipFile):
+        return False
 
 
 def _checkpoint_in(folder: Path) -> Path | None:
@@ -156,9 +167,9 @@ def resolve(config: IndexConfig) -> Resolved:
     pretrained_cfg = open_clip.get_pretrained_cfg(model_name, tag)
     if not pretrained_cfg:
         tags = open_clip.list_pretrained_tags_by_model(model_name)
+        known = ", ".join(tags[:6]) + (", ..." if len(tags) > 6 else "") if tags else "none"
         attempts.tried.append(
-            f"open_clip pretrained tags for {model_name} "
-            f"({', '.join(tags) if tags else 'none'}; '{tag}' is not one)"
+            f"open_clip pretrained tags for {model_name} ({known}; '{tag}' is not one)"
         )
         raise attempts.fail(HOW_TO_FIX)
     extra["preprocess"] = {k: pretrained_cfg[k] for k in PREPROCESS_KEYS if k in pretrained_cfg}
