@@ -15,6 +15,7 @@ from rich.table import Table
 
 from searchengine.engine import Engine, IndexSummary
 from searchengine.errors import UserError
+from searchengine.types import Hit
 
 app = typer.Typer(
     add_completion=False,
@@ -26,7 +27,9 @@ err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 IndexOpt = Annotated[
     Path | None,
-    typer.Option("--index", help="Index folder (default: $SEARCHENGINE_INDEX or the user data dir)."),
+    typer.Option(
+        "--index", help="Index folder (default: $SEARCHENGINE_INDEX or the user data dir)."
+    ),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
 TypeOpt = Annotated[
@@ -75,15 +78,22 @@ def index(
     """Index files and folders: new and changed files are embedded, moves followed."""
     models = {"clip": clip, "clap": clap, "text": text, "speech": speech}
     engine = _open(
-        index, create=True, models={k: v for k, v in models.items() if v},
+        index,
+        create=True,
+        models={k: v for k, v in models.items() if v},
         clip_pretrained=clip_pretrained,
     )
     quiet = json_out or not err.is_terminal
     try:
         with Progress(
-            TextColumn("[bold]{task.description:<8}"), BarColumn(), MofNCompleteColumn(),
-            TimeElapsedColumn(), TextColumn("{task.fields[path]}", style="dim"),
-            console=err, disable=quiet, transient=True,
+            TextColumn("[bold]{task.description:<8}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TextColumn("{task.fields[path]}", style="dim"),
+            console=err,
+            disable=quiet,
+            transient=True,
         ) as bar:
             tasks: dict[str, Any] = {}
 
@@ -108,13 +118,33 @@ def index(
 
 def _render_summary(s: IndexSummary) -> None:
     parts = [
-        f"{s.added} added", f"{s.changed} changed", f"{s.moved} moved", f"{s.deleted} deleted",
-        f"{s.unchanged} unchanged", f"{s.failed} failed", f"{s.skipped} skipped",
+        f"{s.added} added",
+        f"{s.changed} changed",
+        f"{s.moved} moved",
+        f"{s.deleted} deleted",
+        f"{s.unchanged} unchanged",
+        f"{s.failed} failed",
+        f"{s.skipped} skipped",
         f"{s.pending} pending",
     ]
     out.print(", ".join(parts) + f" in {s.seconds:.1f}s")
     for old, new in s.moves[:20]:
         out.print(f"  moved {old} -> {new}")
+
+
+def _render_hits(hits: list[Hit]) -> None:
+    if not hits:
+        out.print("no matches")
+        return
+    for rank, hit in enumerate(hits, 1):
+        out.print(f"[bold]{rank:>2}. {hit.path}[/bold]  [dim]{hit.type} {hit.score:.3f}[/dim]")
+        for seg in hit.segments[:2]:
+            where = ""
+            if seg.start is not None:
+                unit = "s" if hit.type in ("audio", "video") else ""
+                where = f"[{seg.start:g}{unit}-{seg.end:g}{unit}] "
+            if seg.text:
+                out.print(f"     {where}{seg.text}", markup=False)
 
 
 @app.command()
@@ -140,19 +170,72 @@ def search(
         engine.close()
     if json_out:
         _print_json([h.to_json() for h in hits])
+    else:
+        _render_hits(hits)
+
+
+@app.command()
+def similar(
+    file: Annotated[Path, typer.Argument(help="An example file, indexed or not.")],
+    index: IndexOpt = None,
+    k: Annotated[int, typer.Option("-k", help="How many files to return.")] = 10,
+    type_: TypeOpt = None,
+    path: Annotated[
+        str | None, typer.Option("--path", help="Only paths matching this glob.")
+    ] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Find files like an example file."""
+    engine = _open(index)
+    try:
+        hits = engine.similar(str(file), k=k, types=_types(type_), path_glob=path)
+    except UserError as exc:
+        _fail(str(exc))
+    finally:
+        engine.close()
+    if json_out:
+        _print_json([h.to_json() for h in hits])
+    else:
+        _render_hits(hits)
+
+
+@app.command()
+def models(index: IndexOpt = None, json_out: JsonOpt = False) -> None:
+    """Each space's configured model and whether its weights can be found here."""
+    from searchengine.config import IndexConfig, default_index_dir
+    from searchengine.encoders.registry import SPACES, ModelRegistry
+    from searchengine.errors import ModelUnavailable
+
+    folder = index or default_index_dir()
+    registry = ModelRegistry(IndexConfig.load(folder))
+    rows = []
+    for space in SPACES:
+        try:
+            found = registry.resolve(space)
+            rows.append(
+                {
+                    "space": space,
+                    "model": registry.config.model_key(space),
+                    "available": True,
+                    "weights": f"{found.source}: {found.location}",
+                }
+            )
+        except ModelUnavailable as exc:
+            rows.append(
+                {
+                    "space": space,
+                    "model": registry.config.model_key(space),
+                    "available": False,
+                    "weights": str(exc),
+                }
+            )
+    if json_out:
+        _print_json(rows)
         return
-    if not hits:
-        out.print("no matches")
-        return
-    for rank, hit in enumerate(hits, 1):
-        out.print(f"[bold]{rank:>2}. {hit.path}[/bold]  [dim]{hit.type} {hit.score:.3f}[/dim]")
-        for seg in hit.segments[:2]:
-            where = ""
-            if seg.start is not None:
-                unit = "s" if hit.type in ("audio", "video") else ""
-                where = f"[{seg.start:g}{unit}-{seg.end:g}{unit}] "
-            if seg.text:
-                out.print(f"     {where}{seg.text}", markup=False)
+    for row in rows:
+        mark = "[green]ok[/green]" if row["available"] else "[yellow]missing[/yellow]"
+        out.print(f"{row['space']:<5} {row['model']}  {mark}")
+        out.print(f"      {row['weights']}", markup=False)
 
 
 @app.command()
@@ -169,8 +252,9 @@ def status(index: IndexOpt = None, json_out: JsonOpt = False) -> None:
     out.print(f"index: {info['index']}  ({info['files']} files)")
     table = Table("type", "indexed", "pending", "failed", "skipped")
     for ftype, counts in sorted(info["types"].items()):
-        table.add_row(ftype, *(str(counts.get(s, 0)) for s in ("indexed", "pending", "failed",
-                                                                "skipped")))
+        table.add_row(
+            ftype, *(str(counts.get(s, 0)) for s in ("indexed", "pending", "failed", "skipped"))
+        )
     out.print(table)
     for space, sp in info["spaces"].items():
         mark = "ok" if sp["available"] else "missing"

@@ -68,7 +68,9 @@ def is_junk(name: str) -> bool:
 
 
 def walk(
-    roots: Iterable[str], exclude: Iterable[str] = (), on_error: Callable[[str, str], None] | None = None
+    roots: Iterable[str],
+    exclude: Iterable[str] = (),
+    on_error: Callable[[str, str], None] | None = None,
 ) -> Iterator[Entry]:
     """Yield regular files under `roots`: no junk, no ignored paths, no symlink loops.
 
@@ -100,8 +102,9 @@ def walk(
         for child in children:
             if is_junk(child.name) or child.name == IGNORE_FILE:
                 continue
-            if any(_ignored(child.name, os.path.relpath(child.path, base), [p])
-                   for base, p in patterns):
+            if any(
+                _ignored(child.name, os.path.relpath(child.path, base), [p]) for base, p in patterns
+            ):
                 continue
             try:
                 is_dir = child.is_dir()  # follows symlinks
@@ -185,7 +188,8 @@ def diff(
             else:
                 cs.changed.append((rec, entry))
     gone = [
-        r for r in by_key.values()
+        r
+        for r in by_key.values()
         if r.path_key not in seen_keys and under(os.fsdecode(r.path_key), roots)
     ]
     gone_by_sha: dict[str, list[FileRecord]] = {}

@@ -91,9 +91,7 @@ class Engine:
         self.dir = Path(index_dir).expanduser() if index_dir else default_index_dir()
         db = self.dir / "catalog.db"
         if not db.exists() and not create:
-            raise UserError(
-                f"no index at {self.dir} yet: run 'searchengine index PATH' first"
-            )
+            raise UserError(f"no index at {self.dir} yet: run 'searchengine index PATH' first")
         self.dir.mkdir(parents=True, exist_ok=True)
         self.config = IndexConfig.load(self.dir)
         changed = not (self.dir / "config.json").exists()
@@ -171,8 +169,13 @@ class Engine:
             report("scan", len(entries), len(entries), "")
             records = self.catalog.all_files()
             retry = self._retry_ids(records)
-            cs = diff(entries, records, roots, retry_states=frozenset(), hasher=_counting_hasher(
-                report, len(entries)))
+            cs = diff(
+                entries,
+                records,
+                roots,
+                retry_states=frozenset(),
+                hasher=_counting_hasher(report, len(entries)),
+            )
             # pending files whose model is now here, and files embedded by an old model
             cs.changed += [(r, e) for r, e in cs.unchanged + cs.touched if r.id in retry]
             cs.unchanged = [(r, e) for r, e in cs.unchanged if r.id not in retry]
@@ -229,9 +232,15 @@ class Engine:
         with self.catalog.transaction() as conn:
             for twin, entry in cs.copies:
                 record = NewFile(
-                    path_key=entry.key, path=display_path(entry.path), type=twin.type,
-                    size=entry.size, mtime_ns=entry.mtime_ns, sha=twin.sha,
-                    state=twin.state, reason=twin.reason, meta=metas.get(twin.id),
+                    path_key=entry.key,
+                    path=display_path(entry.path),
+                    type=twin.type,
+                    size=entry.size,
+                    mtime_ns=entry.mtime_ns,
+                    sha=twin.sha,
+                    state=twin.state,
+                    reason=twin.reason,
+                    meta=metas.get(twin.id),
                 )
                 fid = self.catalog.write_file(conn, record, [], [], {})
                 self.catalog.copy_segments(conn, twin.id, fid)
@@ -265,9 +274,7 @@ class Engine:
             done += len(batch)
         report("embed", done, total, "")
 
-    def _decoded(
-        self, todo: list[tuple[Entry, FileRecord | None, str | None]]
-    ) -> Iterator[_Work]:
+    def _decoded(self, todo: list[tuple[Entry, FileRecord | None, str | None]]) -> Iterator[_Work]:
         """Decode in worker threads while the caller embeds: a bounded look-ahead window."""
         with ThreadPoolExecutor(max_workers=2, thread_name_prefix="decode") as pool:
             window: list[Future[_Work]] = []
@@ -342,9 +349,15 @@ class Engine:
                 if work.waiting:
                     meta["waiting"] = sorted(work.waiting)
                 record = NewFile(
-                    path_key=work.entry.key, path=display_path(work.entry.path),
-                    type=work.file_type, size=work.entry.size, mtime_ns=work.entry.mtime_ns,
-                    sha=work.sha, state=work.state, reason=work.reason, meta=meta,
+                    path_key=work.entry.key,
+                    path=display_path(work.entry.path),
+                    type=work.file_type,
+                    size=work.entry.size,
+                    mtime_ns=work.entry.mtime_ns,
+                    sha=work.sha,
+                    state=work.state,
+                    reason=work.reason,
+                    meta=meta,
                 )
                 segs = work.decoded.segments if work.decoded else []
                 vecs = work.vectors if work.decoded else []
@@ -376,6 +389,49 @@ class Engine:
             raise UserError("-k must be at least 1")
         types = check_types(types)
         return run_query(self, Query(text=query.strip(), k=k, types=types, path=path))
+
+    def similar(
+        self,
+        path: str | os.PathLike[str],
+        k: int = 10,
+        types: Sequence[str] | None = None,
+        path_glob: str | None = None,
+    ) -> list[Hit]:
+        """Files like the given one (indexed or not), in the spaces that file lives in."""
+        from searchengine.search import run_similar
+
+        if k <= 0:
+            raise UserError("-k must be at least 1")
+        types = check_types(types)
+        target = os.path.abspath(os.fspath(path))
+        if not os.path.isfile(target):
+            raise UserError(f"no such file: {display_path(target)}")
+        record = self.catalog.file_by_key(os.fsencode(target))
+        example: dict[str, np.ndarray] = {}
+        if record is not None and record.state == "indexed":
+            example = self.catalog.mean_vectors(record.id)
+        if not example:
+            example = self._embed_example(target)
+        return run_similar(self, example, k, types, path_glob)
+
+    def _embed_example(self, path: str) -> dict[str, np.ndarray]:
+        """Decode and embed a file that is not (fully) in the index, to use as a query."""
+        try:
+            decoded = decode_file(path, self.config)
+        except (Skip, DecodeError, OSError) as exc:
+            raise UserError(f"cannot use {display_path(path)} as an example: {exc}") from None
+        by_space: dict[str, list[Any]] = {}
+        for seg in decoded.segments:
+            by_space.setdefault(seg.space, []).append(seg.payload)
+        out: dict[str, np.ndarray] = {}
+        for space, payloads in by_space.items():
+            try:
+                rows = self.models.encoder(space).embed_items(payloads)
+            except ModelUnavailable as exc:
+                raise UserError(str(exc)) from None
+            mean = rows.mean(axis=0)
+            out[space] = mean / (np.linalg.norm(mean) or 1.0)
+        return out
 
     # ---- maintenance -------------------------------------------------------------------
 

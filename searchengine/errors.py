@@ -14,4 +14,4 @@ class DecodeError(Exception):
 
 
 class Skip(Exception):
-    """A file is deliberately not indexed (binary, too large, unknown type); message is the reason."""
+    """A file is deliberately not indexed (binary, too large); the message is the reason."""

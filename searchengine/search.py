@@ -150,8 +150,12 @@ def _rank(engine: Engine, q: Query, fetch: int) -> tuple[list[Hit], bool]:
                 continue
             hit.segments.append(
                 HitSegment(
-                    start=row.start, end=row.end, text=snippet(row.text, q.text),
-                    score=seg_score, space=row.space, kind=row.kind,
+                    start=row.start,
+                    end=row.end,
+                    text=snippet(row.text, q.text),
+                    score=seg_score,
+                    space=row.space,
+                    kind=row.kind,
                 )
             )
         hits.append(hit)
@@ -174,3 +178,59 @@ def _rescore_exact(
         qv = query_vecs[rows[sid].space]
         if vec.shape[0] == qv.shape[0]:
             vec_scores[sid] = float(vec @ qv)
+
+
+SIMILAR_FLOOR = 0.3
+"""Item-to-item cosines sit higher than text-to-item ones; below this nothing is alike."""
+
+
+def run_similar(
+    engine: Engine,
+    example: dict[str, np.ndarray],
+    k: int,
+    types: Sequence[str] | None,
+    path: str | None,
+    exclude_file: int | None = None,
+) -> list[Hit]:
+    """Files nearest to an example's vectors (one mean vector per space it lives in)."""
+    catalog = engine.catalog
+    glob = glob_for(path)
+    fetch = max(50, k * 8)
+    while True:
+        best: dict[int, tuple[float, SegmentRow]] = {}
+        exhausted = True
+        for space, qv in example.items():
+            allowed_types = TYPES_IN_SPACE.get(space, ())
+            if types and not set(allowed_types) & set(types):
+                continue
+            allowed = catalog.allowed_segments(space, types, glob) if (types or glob) else None
+            found = engine.vectors(space).search(qv, fetch, allowed)
+            exhausted &= len(found) < fetch
+            rows = catalog.segment_rows([sid for sid, _ in found])
+            for sid, cos in found:
+                row = rows.get(sid)
+                if row is None or row.file_id == exclude_file:
+                    continue
+                score = max(0.0, (cos - SIMILAR_FLOOR) / (1 - SIMILAR_FLOOR))
+                if row.file_id not in best or score > best[row.file_id][0]:
+                    best[row.file_id] = (min(1.0, score), row)
+        if len(best) >= k or exhausted:
+            break
+        fetch *= 4
+    ranked = sorted(best.items(), key=lambda kv: (-kv[1][0], kv[1][1].path))[:k]
+    hits = []
+    for _fid, (score, row) in ranked:
+        hit = Hit(path=row.path, type=row.type, score=score, reason=f"{row.space} likeness")
+        if row.kind != "image":
+            hit.segments.append(
+                HitSegment(
+                    start=row.start,
+                    end=row.end,
+                    text=snippet(row.text, ""),
+                    score=score,
+                    space=row.space,
+                    kind=row.kind,
+                )
+            )
+        hits.append(hit)
+    return hits

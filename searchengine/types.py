@@ -1,4 +1,4 @@
-"""Small dataclasses that carry data across module boundaries (media -> encoders -> store -> search)."""
+"""Small dataclasses that carry data across module boundaries (media, encoders, store, search)."""
 
 from __future__ import annotations
 
@@ -50,7 +50,11 @@ class HitSegment:
     kind: str
 
     def to_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"score": round(self.score, 4), "space": self.space, "kind": self.kind}
+        out: dict[str, Any] = {
+            "score": round(self.score, 4),
+            "space": self.space,
+            "kind": self.kind,
+        }
         if self.start is not None:
             out["start"] = self.start
             out["end"] = self.end

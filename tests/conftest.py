@@ -53,5 +53,9 @@ def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 300)
     full_env.update(env or {})
     return subprocess.run(
         [sys.executable, "-m", "searchengine.cli", *args],
-        capture_output=True, text=True, env=full_env, timeout=timeout, cwd=REPO,
+        capture_output=True,
+        text=True,
+        env=full_env,
+        timeout=timeout,
+        cwd=REPO,
     )

@@ -22,7 +22,9 @@ def messy(tmp_path: Path) -> Path:
     root.mkdir()
     (root / "good.txt").write_text("A perfectly normal note about lighthouses.")
     (root / "binary.txt").write_bytes(bytes(range(256)) * 64)
-    (root / "latin1.txt").write_bytes("Crème brûlée à la française, très déliçieux".encode("cp1252"))
+    (root / "latin1.txt").write_bytes(
+        "Crème brûlée à la française, très déliçieux".encode("cp1252")
+    )
     (root / "broken-utf8.md").write_bytes(b"valid start \xff\xfe\xfd then more words about owls")
     (root / "empty.txt").write_bytes(b"")
     (root / "unreadable.txt").write_text("you cannot read me")

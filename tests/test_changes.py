@@ -62,8 +62,11 @@ def test_edited_file_is_re_embedded_alone(corpus, index_dir, embed_calls):
         assert sum(embed_calls) == 1
         top = eng.search("fix a flat tyre", k=1)[0]
         assert top.path.endswith("garden.md")
-        assert all("tomatoes" not in (s.text or "") for h in eng.search("tomatoes", k=6)
-                   for s in h.segments)
+        assert all(
+            "tomatoes" not in (s.text or "")
+            for h in eng.search("tomatoes", k=6)
+            for s in h.segments
+        )
 
 
 def test_touched_but_identical_file_is_not_re_embedded(corpus, index_dir, embed_calls):
@@ -128,8 +131,10 @@ def test_junk_hidden_ignored_and_symlink_loops_are_skipped(tmp_path, index_dir):
     os.symlink(root, root / "sub" / "loop")
     with Engine(index_dir, create=True) as eng:
         summary = eng.index([root])
-        names = sorted(Path(f["path"] if isinstance(f, dict) else f).name
-                       for f in [r.path for r in eng.catalog.all_files()])
+        names = sorted(
+            Path(f["path"] if isinstance(f, dict) else f).name
+            for f in [r.path for r in eng.catalog.all_files()]
+        )
     assert names == ["keep.txt", "real.txt"]
     assert summary.added == 2
 

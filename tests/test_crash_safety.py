@@ -16,8 +16,18 @@ from searchengine import Engine
 from searchengine.store.catalog import files, segments
 from tests.conftest import REPO, run_cli
 
-SUBJECTS = ["harbour cranes", "violin lessons", "glacier hiking", "bread baking", "tax forms",
-            "chess openings", "bee keeping", "train timetables", "solar panels", "pottery"]
+SUBJECTS = [
+    "harbour cranes",
+    "violin lessons",
+    "glacier hiking",
+    "bread baking",
+    "tax forms",
+    "chess openings",
+    "bee keeping",
+    "train timetables",
+    "solar panels",
+    "pottery",
+]
 
 
 def make_corpus(root: Path, n: int = 70) -> Path:
@@ -76,8 +86,9 @@ def test_kill_at_crash_point_then_resume(tmp_path, reference, crash_at):
     ref_root, ref = reference
     root = make_corpus(tmp_path / "docs")
     index = tmp_path / "index"
-    killed = run_cli("index", str(root), "--index", str(index),
-                     env={"SEARCHENGINE_CRASH_AT": crash_at})
+    killed = run_cli(
+        "index", str(root), "--index", str(index), env={"SEARCHENGINE_CRASH_AT": crash_at}
+    )
     assert killed.returncode == -signal.SIGKILL, killed.stderr
     check_resumes(root, index, ref)
 
@@ -89,7 +100,9 @@ def test_kill_after_a_delay_then_resume(tmp_path, reference, delay):
     index = tmp_path / "index"
     proc = subprocess.Popen(
         [sys.executable, "-m", "searchengine.cli", "index", str(root), "--index", str(index)],
-        cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     time.sleep(delay)
     proc.send_signal(signal.SIGKILL)

@@ -29,8 +29,13 @@ def payload(path: Path, config: IndexConfig | None = None) -> Image.Image:
     assert decoded.file_type == "image"
     assert len(decoded.segments) == 1
     seg = decoded.segments[0]
-    assert (seg.space, seg.kind, seg.start, seg.end, seg.text) == ("clip", "image", None, None,
-                                                                    None)
+    assert (seg.space, seg.kind, seg.start, seg.end, seg.text) == (
+        "clip",
+        "image",
+        None,
+        None,
+        None,
+    )
     assert isinstance(seg.payload, Image.Image)
     assert seg.payload.mode == "RGB"
     return seg.payload
@@ -241,11 +246,19 @@ def tiff_entry(tag: int, typ: int, count: int, value: bytes) -> bytes:
 def test_exif_fields_of_the_wrong_type_are_left_out(tmp_path: Path) -> None:
     """Hand-built EXIF (Pillow refuses to write it): orientation and GPS degrees as text."""
     ascii_ = 2
-    gps = [tiff_entry(1, ascii_, 2, b"N\0"), tiff_entry(2, ascii_, 4, b"abc\0"),
-           tiff_entry(3, ascii_, 2, b"E\0"), tiff_entry(4, ascii_, 4, b"xyz\0")]
+    gps = [
+        tiff_entry(1, ascii_, 2, b"N\0"),
+        tiff_entry(2, ascii_, 4, b"abc\0"),
+        tiff_entry(3, ascii_, 2, b"E\0"),
+        tiff_entry(4, ascii_, 4, b"xyz\0"),
+    ]
     gps_at = 8 + 2 + 2 * 12 + 4
-    ifd0 = (struct.pack(">H", 2) + tiff_entry(0x0112, ascii_, 2, b"6\0")
-            + tiff_entry(0x8825, 4, 1, struct.pack(">I", gps_at)) + b"\0\0\0\0")
+    ifd0 = (
+        struct.pack(">H", 2)
+        + tiff_entry(0x0112, ascii_, 2, b"6\0")
+        + tiff_entry(0x8825, 4, 1, struct.pack(">I", gps_at))
+        + b"\0\0\0\0"
+    )
     gps_ifd = struct.pack(">H", len(gps)) + b"".join(gps) + b"\0\0\0\0"
     blob = b"Exif\0\0MM\0*" + struct.pack(">I", 8) + ifd0 + gps_ifd
     path = tmp_path / "typed_wrong.jpg"
@@ -312,13 +325,20 @@ def png_header_only(width: int, height: int) -> bytes:
     """A PNG whose IHDR claims width x height, with a token IDAT: a decompression bomb's shape."""
 
     def chunk(kind: bytes, body: bytes) -> bytes:
-        return struct.pack(">I", len(body)) + kind + body + struct.pack(
-            ">I", zlib.crc32(kind + body) & 0xFFFFFFFF
+        return (
+            struct.pack(">I", len(body))
+            + kind
+            + body
+            + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF)
         )
 
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr)
-            + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b""))
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", ihdr)
+        + chunk(b"IDAT", zlib.compress(b"\x00" * 64))
+        + chunk(b"IEND", b"")
+    )
 
 
 def test_huge_header_rejected_before_decoding(tmp_path: Path) -> None:

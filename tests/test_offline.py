@@ -35,7 +35,11 @@ def test_index_and_search_never_touch_the_network(corpus, index_dir):
     env.pop("SEARCHENGINE_ALLOW_DOWNLOAD", None)
     res = subprocess.run(
         [sys.executable, "-c", SCRIPT, str(corpus), str(index_dir)],
-        capture_output=True, text=True, env=env, cwd=REPO, timeout=300,
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=REPO,
+        timeout=300,
     )
     assert res.returncode == 0, res.stderr
     out = json.loads(res.stdout.strip().splitlines()[-1])

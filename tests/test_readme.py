@@ -19,8 +19,9 @@ def test_readme_starts_with_the_two_commands():
 
 def test_readme_python_example_runs():
     block = re.search(r"```python\n(.*?)```", (REPO / "README.md").read_text(), re.S).group(1)
-    res = subprocess.run([sys.executable, "-c", block], capture_output=True, text=True,
-                         timeout=300, cwd=REPO)
+    res = subprocess.run(
+        [sys.executable, "-c", block], capture_output=True, text=True, timeout=300, cwd=REPO
+    )
     assert res.returncode == 0, res.stderr
     assert "2 files added" in res.stdout
     assert "trip.md" in res.stdout.splitlines()[1]

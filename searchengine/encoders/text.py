@@ -59,7 +59,10 @@ class TextEncoder:
         set_torch_threads()
         self._torch = torch
         self.model = SentenceTransformer(location, device="cpu", local_files_only=True)
-        dim_of = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
+        dim_of = (
+            getattr(self.model, "get_embedding_dimension", None)
+            or self.model.get_sentence_embedding_dimension
+        )
         self.dim = int(dim_of())
 
     def _embed(self, texts: list[str]) -> np.ndarray:

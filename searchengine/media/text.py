@@ -16,8 +16,12 @@ HTML_EXT = {".html", ".htm", ".xhtml"}
 
 def bytes_to_str(data: bytes) -> tuple[str, str]:
     """(text, encoding): BOMs honoured, UTF-8 tried first, then a detected charset."""
-    for bom, enc in ((codecs.BOM_UTF8, "utf-8-sig"), (codecs.BOM_UTF16_LE, "utf-16"),
-                     (codecs.BOM_UTF16_BE, "utf-16"), (codecs.BOM_UTF32_LE, "utf-32")):
+    for bom, enc in (
+        (codecs.BOM_UTF8, "utf-8-sig"),
+        (codecs.BOM_UTF16_LE, "utf-16"),
+        (codecs.BOM_UTF16_BE, "utf-16"),
+        (codecs.BOM_UTF32_LE, "utf-32"),
+    ):
         if data.startswith(bom):
             return data.decode(enc, errors="replace"), enc
     try:
@@ -41,8 +45,27 @@ def bytes_to_str(data: bytes) -> tuple[str, str]:
 class _HTMLText(HTMLParser):
     """Visible text of an HTML page, one block per line, scripts and styles dropped."""
 
-    BLOCK = {"p", "div", "br", "li", "tr", "h1", "h2", "h3", "h4", "h5", "h6", "section",
-             "article", "pre", "table", "dt", "dd", "blockquote", "title"}
+    BLOCK = {
+        "p",
+        "div",
+        "br",
+        "li",
+        "tr",
+        "h1",
+        "h2",
+        "h3",
+        "h4",
+        "h5",
+        "h6",
+        "section",
+        "article",
+        "pre",
+        "table",
+        "dt",
+        "dd",
+        "blockquote",
+        "title",
+    }
 
     def __init__(self) -> None:
         super().__init__(convert_charrefs=True)
@@ -107,7 +130,8 @@ def pdf_to_text(data: bytes) -> tuple[str, dict[str, object]]:
     except DecodeError:
         raise
     except Exception as exc:
-        raise DecodeError(f"unreadable PDF: {str(exc).splitlines()[0] if str(exc) else exc!r}")
+        first = str(exc).splitlines()[0] if str(exc) else repr(exc)
+        raise DecodeError(f"unreadable PDF: {first}") from exc
     return "\n\n".join(pages), meta
 
 

@@ -63,7 +63,9 @@ segments = Table(
     "segments",
     metadata,
     Column("id", Integer, primary_key=True),
-    Column("file_id", Integer, ForeignKey("files.id", ondelete="CASCADE"), nullable=False, index=True),
+    Column(
+        "file_id", Integer, ForeignKey("files.id", ondelete="CASCADE"), nullable=False, index=True
+    ),
     Column("space", String(16), nullable=False),
     Column("kind", String(16), nullable=False),
     Column("start", Float),
@@ -126,9 +128,13 @@ class SegmentRow:
     type: str
 
 
-def name_tokens(path: str) -> str:
-    """File name and parent folders split into words, so BM25 can match `IMG_2041 beach`."""
-    parts = Path(path).parts[-3:]
+def name_tokens(path: str, meta: dict[str, Any] | None = None) -> str:
+    """File name, parent folders and descriptive metadata (title, camera, date) as words, so
+    BM25 finds `IMG_2041 beach` or `Canon 2019` even before a model has embedded the file."""
+    parts = list(Path(path).parts[-3:])
+    for key in ("title", "camera", "taken_at"):
+        if meta and meta.get(key):
+            parts.append(str(meta[key]))
     return " ".join(re.split(r"[\W_]+", " ".join(parts))).strip()
 
 
@@ -220,7 +226,7 @@ class Catalog:
             conn.execute(text("DELETE FROM file_fts WHERE rowid = :id"), {"id": file_id})
         conn.execute(
             text("INSERT INTO file_fts(rowid, name) VALUES (:id, :name)"),
-            {"id": file_id, "name": name_tokens(record.path)},
+            {"id": file_id, "name": name_tokens(record.path, record.meta)},
         )
         self._insert_segments(conn, file_id, segs, vectors, models)
         return file_id
@@ -266,8 +272,13 @@ class Catalog:
         """Give an exact duplicate the vectors of its twin instead of embedding it again."""
         rows = conn.execute(
             select(
-                segments.c.space, segments.c.kind, segments.c.start, segments.c.end,
-                segments.c.text, segments.c.model, segments.c.vector,
+                segments.c.space,
+                segments.c.kind,
+                segments.c.start,
+                segments.c.end,
+                segments.c.text,
+                segments.c.model,
+                segments.c.vector,
             ).where(segments.c.file_id == src_file_id)
         ).all()
         for r in rows:
@@ -288,10 +299,11 @@ class Catalog:
             .where(files.c.id == file_id)
             .values(path_key=path_key, path=path, mtime_ns=mtime_ns)
         )
+        meta = conn.execute(select(files.c.meta).where(files.c.id == file_id)).scalar()
         conn.execute(text("DELETE FROM file_fts WHERE rowid = :id"), {"id": file_id})
         conn.execute(
             text("INSERT INTO file_fts(rowid, name) VALUES (:id, :name)"),
-            {"id": file_id, "name": name_tokens(path)},
+            {"id": file_id, "name": name_tokens(path, json.loads(meta) if meta else None)},
         )
 
     def touch_file(self, conn: Connection, file_id: int, mtime_ns: int) -> None:
@@ -339,6 +351,23 @@ class Catalog:
             return np.zeros(0, np.int64), np.zeros((0, 0), np.float32)
         return np.asarray(out_ids, np.int64), np.vstack(out_rows)
 
+    def mean_vectors(self, file_id: int) -> dict[str, np.ndarray]:
+        """Per space, the normalised mean of a file's stored vectors: the file as a query."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(segments.c.space, segments.c.vector).where(
+                    segments.c.file_id == file_id, segments.c.vector.is_not(None)
+                )
+            ).all()
+        grouped: dict[str, list[np.ndarray]] = {}
+        for space, blob in rows:
+            grouped.setdefault(space, []).append(np.frombuffer(blob, dtype=np.float32))
+        out = {}
+        for space, vecs in grouped.items():
+            mean = np.mean(vecs, axis=0)
+            out[space] = (mean / (np.linalg.norm(mean) or 1.0)).astype(np.float32)
+        return out
+
     def space_models(self) -> dict[str, tuple[str, int]]:
         """Per space: the model its vectors came from (most common) and the vector count."""
         with self.engine.connect() as conn:
@@ -379,9 +408,15 @@ class Catalog:
             for i in range(0, len(ids), 900):
                 q = (
                     select(
-                        segments.c.id, segments.c.file_id, segments.c.space, segments.c.kind,
-                        segments.c.start, segments.c.end, segments.c.text,
-                        files.c.path, files.c.type,
+                        segments.c.id,
+                        segments.c.file_id,
+                        segments.c.space,
+                        segments.c.kind,
+                        segments.c.start,
+                        segments.c.end,
+                        segments.c.text,
+                        files.c.path,
+                        files.c.type,
                     )
                     .join(files, files.c.id == segments.c.file_id)
                     .where(segments.c.id.in_(ids[i : i + 900]))
@@ -462,11 +497,15 @@ class Catalog:
         """The first segment of each file, to show something for a file matched by name."""
         ids = list(file_ids)
         with self.engine.connect() as conn:
-            first = conn.execute(
-                select(func.min(segments.c.id))
-                .where(segments.c.file_id.in_(ids))
-                .group_by(segments.c.file_id)
-            ).scalars().all()
+            first = (
+                conn.execute(
+                    select(func.min(segments.c.id))
+                    .where(segments.c.file_id.in_(ids))
+                    .group_by(segments.c.file_id)
+                )
+                .scalars()
+                .all()
+            )
         rows = self.segment_rows(first)
         return {r.file_id: r for r in rows.values()}
 
