@@ -27,6 +27,9 @@ class IndexConfig:
     chunk_chars: int = 1000
     chunk_overlap: int = 200
     max_text_mb: float = 20.0
+    audio_window_s: float = 10.0
+    audio_hop_s: float = 5.0
+    video_frame_every_s: float = 3.0
 
     @classmethod
     def load(cls, index_dir: Path) -> IndexConfig:
@@ -36,7 +39,10 @@ class IndexConfig:
         raw = json.loads(path.read_text(encoding="utf-8"))
         cfg = cls()
         cfg.models.update(raw.get("models", {}))
-        for key in ("clip_pretrained", "chunk_chars", "chunk_overlap", "max_text_mb"):
+        for key in (
+            "clip_pretrained", "chunk_chars", "chunk_overlap", "max_text_mb",
+            "audio_window_s", "audio_hop_s", "video_frame_every_s",
+        ):
             if key in raw:
                 setattr(cfg, key, raw[key])
         return cfg

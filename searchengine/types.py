@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator
 from typing import Any
 
 FILE_TYPES = ("text", "image", "audio", "video")
@@ -31,11 +32,19 @@ class Segment:
 
 @dataclass(slots=True)
 class Decoded:
-    """What decoding one file yields: its modality, segments and catalog metadata."""
+    """What decoding one file yields: its modality, segments and catalog metadata.
+
+    Long media cannot be held whole in memory: their decoders leave `segments` short and put
+    the rest in `stream`, an iterator of small segment lists consumed (and embedded) one at a
+    time. `speech_source`, when set, yields (start_seconds, mono float32 PCM at 16 kHz)
+    chunks for speech-to-text.
+    """
 
     file_type: str
     segments: list[Segment] = field(default_factory=list)
     meta: dict[str, Any] = field(default_factory=dict)
+    stream: Iterator[list[Segment]] | None = None
+    speech_source: Callable[[], Iterator[tuple[float, Any]]] | None = None
 
 
 @dataclass(slots=True)
