@@ -22,7 +22,7 @@ from searchengine.errors import DecodeError, ModelUnavailable, Skip, UserError
 from searchengine.media import decode_file
 from searchengine.store.catalog import Catalog, FileRecord, NewFile
 from searchengine.store.vectors import VectorIndex
-from searchengine.types import FILE_TYPES, Decoded, Hit
+from searchengine.types import FILE_TYPES, Decoded, Hit, Segment
 
 SPACES_FOR_TYPE: dict[str, tuple[str, ...]] = {
     "text": ("text",),
@@ -256,22 +256,32 @@ class Engine:
         last_save = time.monotonic()
         batch: list[_Work] = []
         report("embed", 0, total, "")
+
+        def flush(items: list[_Work]) -> None:
+            nonlocal done, last_save
+            self._flush(items, summary)
+            done += len(items)
+            report("embed", done, total, display_path(items[-1].entry.path))
+            if time.monotonic() - last_save > SAVE_EVERY_S:
+                self._sync_vectors()
+                last_save = time.monotonic()
+
         for work in self._decoded(todo):
+            if work.decoded is not None and _is_long(work.decoded):
+                if batch:
+                    flush(batch)
+                    batch = []
+                flush([work])  # long media commit alone: a kill loses one file's work at most
+                continue
             batch.append(work)
             if (
                 sum(len(w.decoded.segments) for w in batch if w.decoded) >= BATCH_SEGMENTS
                 or len(batch) >= BATCH_FILES
             ):
-                self._flush(batch, summary)
-                done += len(batch)
-                report("embed", done, total, display_path(work.entry.path))
+                flush(batch)
                 batch = []
-                if time.monotonic() - last_save > SAVE_EVERY_S:
-                    self._sync_vectors()
-                    last_save = time.monotonic()
         if batch:
-            self._flush(batch, summary)
-            done += len(batch)
+            flush(batch)
         report("embed", done, total, "")
 
     def _decoded(self, todo: list[tuple[Entry, FileRecord | None, str | None]]) -> Iterator[_Work]:
@@ -295,7 +305,7 @@ class Engine:
         try:
             work.decoded = decode_file(entry.path, self.config)
             work.file_type = work.decoded.file_type
-            if not work.decoded.segments:
+            if not work.decoded.segments and not _is_long(work.decoded):
                 raise Skip("nothing to index in this file")
         except Skip as exc:
             work.state, work.reason, work.decoded = "skipped", str(exc), None
@@ -319,29 +329,18 @@ class Engine:
 
     def _flush(self, batch: list[_Work], summary: IndexSummary) -> None:
         """Embed a batch per space, then write every file of it in one transaction."""
-        by_space: dict[str, list[tuple[_Work, int]]] = {}
+        items: list[tuple[_Work, Segment]] = []
         for work in batch:
             if work.decoded is None:
                 continue
-            work.vectors = [None] * len(work.decoded.segments)
-            for i, seg in enumerate(work.decoded.segments):
-                by_space.setdefault(seg.space, []).append((work, i))
-        for space, items in by_space.items():
-            try:
-                encoder = self.models.encoder(space)
-                rows = encoder.embed_items(
-                    [w.decoded.segments[i].payload for w, i in items]  # type: ignore[union-attr]
-                )
-            except ModelUnavailable as exc:
-                note = str(exc)
-                if note not in summary.notes:
-                    summary.notes.append(note)
-                for work, _ in items:
-                    work.waiting.add(space)
-                    work.state, work.reason = "pending", note
-                continue
-            for (work, i), row in zip(items, rows, strict=True):
-                work.vectors[i] = row
+            if _is_long(work.decoded):
+                self._embed_long(work, summary)
+            else:
+                items += [(work, seg) for seg in work.decoded.segments]
+        vectors = iter(self._embed(items, summary))  # one model call per space for the batch
+        for work in batch:
+            if work.decoded is not None and not work.vectors:
+                work.vectors = [next(vectors) for _ in work.decoded.segments]
         models = {s: self.config.model_key(s) for s in SPACES}
         with self.catalog.transaction() as conn:
             for work in batch:
@@ -370,6 +369,83 @@ class Engine:
                 elif work.state == "skipped":
                     summary.skipped += 1
         faults.point("batch-committed")
+
+    def _embed(
+        self, items: list[tuple[_Work, Segment]], summary: IndexSummary
+    ) -> list[np.ndarray | None]:
+        """Vectors for segments, one model call per space; a missing model leaves None and
+        marks the owning files pending."""
+        vectors: list[np.ndarray | None] = [None] * len(items)
+        by_space: dict[str, list[int]] = {}
+        for i, (_, seg) in enumerate(items):
+            by_space.setdefault(seg.space, []).append(i)
+        for space, idx in by_space.items():
+            try:
+                rows = self.models.encoder(space).embed_items([items[i][1].payload for i in idx])
+            except ModelUnavailable as exc:
+                note = str(exc)
+                if note not in summary.notes:
+                    summary.notes.append(note)
+                for i in idx:
+                    work = items[i][0]
+                    work.waiting.add(space)
+                    work.state, work.reason = "pending", note
+                continue
+            for i, row in zip(idx, rows, strict=True):
+                vectors[i] = row
+        for _, seg in items:
+            seg.payload = None  # pixels and samples are never stored; free them now
+        return vectors
+
+    def _embed_long(self, work: _Work, summary: IndexSummary) -> None:
+        """Consume a long file's segment stream part by part, then its speech, so memory is
+        bounded by one part whatever the file's length."""
+        decoded = work.decoded
+        assert decoded is not None
+        segs = list(decoded.segments)
+        vecs = self._embed([(work, seg) for seg in segs], summary)
+        try:
+            for part in decoded.stream or ():
+                vecs += self._embed([(work, seg) for seg in part], summary)
+                segs += part
+            if decoded.speech_source is not None:
+                lines = self._transcribe(decoded.speech_source, summary)
+                for i in range(0, len(lines), BATCH_SEGMENTS):
+                    part = lines[i : i + BATCH_SEGMENTS]
+                    vecs += self._embed([(work, seg) for seg in part], summary)
+                    segs += part
+        except (DecodeError, OSError) as exc:
+            work.state, work.reason = "failed", f"decode error: {exc}"
+        except Exception as exc:  # one bad file must not end the run
+            work.state, work.reason = "failed", f"decoder error: {type(exc).__name__}: {exc}"
+        if not segs and work.state == "indexed":
+            work.state, work.reason = "failed", "nothing could be decoded from this file"
+        decoded.segments, decoded.stream, decoded.speech_source = segs, None, None
+        work.vectors = vecs
+
+    def _transcribe(
+        self, source: Callable[[], Iterator[tuple[float, Any]]], summary: IndexSummary
+    ) -> list[Segment]:
+        """Transcript lines as `text`-space segments; no speech model is a note, not a state."""
+        if self.config.models.get("speech", "off") == "off":
+            return []
+        try:
+            transcriber = self.models.encoder("speech")
+        except ModelUnavailable as exc:
+            if str(exc) not in summary.notes:
+                summary.notes.append(str(exc))
+            return []
+        return [
+            Segment(
+                space="text",
+                kind="speech",
+                start=round(line.start, 2),
+                end=round(line.end, 2),
+                text=line.text,
+                payload=line.text,
+            )
+            for line in transcriber.transcribe(source())  # type: ignore[attr-defined]
+        ]
 
     # ---- queries -----------------------------------------------------------------------
 
@@ -488,6 +564,10 @@ class Engine:
             "skipped": [p for p in problems if p["state"] == "skipped"],
             "pending": [p for p in problems if p["state"] == "pending"],
         }
+
+
+def _is_long(decoded: Decoded) -> bool:
+    return decoded.stream is not None or decoded.speech_source is not None
 
 
 def check_types(types: Sequence[str] | None) -> list[str] | None:

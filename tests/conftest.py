@@ -59,3 +59,33 @@ def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 300)
         timeout=timeout,
         cwd=REPO,
     )
+
+
+def load_script(name: str):
+    """Import a module from scripts/ (they are tools, not part of the package)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, REPO / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="session")
+def test_models() -> dict[str, Path]:
+    """Tiny random checkpoints in the real formats (made once; `make models` makes the same)."""
+    return load_script("make_test_models").make_all(REPO / "tests" / ".models")
+
+
+@pytest.fixture(scope="session")
+def sample_dir() -> Path:
+    """Real media fetched from Debian packages by scripts/fetch_samples.py (git-ignored)."""
+    root = REPO / "samples"
+    missing = [s for s in ("images", "sounds", "video") if not any((root / s).glob("*"))]
+    if missing:
+        res = subprocess.run(
+            [sys.executable, str(REPO / "scripts" / "fetch_samples.py"), *missing],
+            capture_output=True, text=True, timeout=900,
+        )
+        assert res.returncode == 0, res.stdout + res.stderr
+    return root

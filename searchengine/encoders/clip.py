@@ -54,7 +54,7 @@ def _model_name(name: str) -> tuple[str, dict[str, Any]]:
     import open_clip
 
     path = Path(name).expanduser()
-    if path.suffix.lower() == ".json" or path.is_file():
+    if path.suffix == ".json":  # the only suffix open_clip's config registry accepts
         if not path.is_file():
             raise ModelUnavailable(f"clip model config '{name}' not found (no such file).")
         try:
