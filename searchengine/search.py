@@ -83,6 +83,36 @@ def snippet(text: str | None, query: str) -> str | None:
     return ("…" if start else "") + out + ("…" if start + SNIPPET_CHARS < len(flat) else "")
 
 
+MERGE_GAP_S = 0.5
+MERGE_FRACTION = 0.85
+"""Moments scoring within this fraction of a file's best one are merged when they touch."""
+
+
+def merge_moments(moments: list[HitSegment], best: float) -> list[HitSegment]:
+    """Adjacent or overlapping strong moments of one kind become one time range, best first,
+    so a scene matched by four consecutive frames reads as one hit, not four."""
+    strong = sorted(
+        (m for m in moments if m.score >= best * MERGE_FRACTION and m.start is not None),
+        key=lambda m: (m.kind, m.start),
+    )
+    merged: list[HitSegment] = []
+    for m in strong:
+        last = merged[-1] if merged else None
+        if (
+            last is not None
+            and last.kind == m.kind
+            and m.start <= (last.end or last.start) + MERGE_GAP_S
+        ):
+            last.end = max(last.end or last.start, m.end or m.start)
+            if m.text and m.text != last.text and m.kind == "speech":
+                last.text = f"{last.text} {m.text}" if last.text else m.text
+            last.score = max(last.score, m.score)
+        else:
+            merged.append(HitSegment(m.start, m.end, m.text, m.score, m.space, m.kind))
+    rest = [m for m in moments if m.score < best * MERGE_FRACTION or m.start is None]
+    return sorted(merged, key=lambda m: -m.score) + rest
+
+
 def run_query(engine: Engine, q: Query) -> list[Hit]:
     """Over-fetch, and fetch more while grouping by file leaves fewer than k files."""
     fetch = max(50, q.k * 8)
@@ -145,19 +175,21 @@ def _rank(engine: Engine, q: Query, fetch: int) -> tuple[list[Hit], bool]:
         if name > 0:
             why += f", file name {name:.2f}"
         hit = Hit(path=rec.path, type=rec.type, score=score, reason=why)
-        for seg_score, row, _ in segs[:SEGMENTS_PER_HIT]:
-            if row.kind == "image" or seg_score <= 0 and row is not segs[0][1]:
-                continue
-            hit.segments.append(
-                HitSegment(
-                    start=row.start,
-                    end=row.end,
-                    text=snippet(row.text, q.text),
-                    score=seg_score,
-                    space=row.space,
-                    kind=row.kind,
-                )
+        moments = [
+            HitSegment(
+                start=row.start,
+                end=row.end,
+                text=snippet(row.text, q.text),
+                score=seg_score,
+                space=row.space,
+                kind=row.kind,
             )
+            for seg_score, row, _ in segs
+            if row.kind != "image" and (seg_score > 0 or row is segs[0][1])
+        ]
+        if rec.type in ("audio", "video"):
+            moments = merge_moments(moments, best)
+        hit.segments = moments[:SEGMENTS_PER_HIT]
         hits.append(hit)
     hits.sort(key=lambda h: (-h.score, h.path))
     return hits, exhausted
