@@ -6,7 +6,7 @@ SE := $(VENV)/bin/searchengine
 DEMO_INDEX ?= indexes/demo
 export OMP_NUM_THREADS ?= 2
 
-.PHONY: install test demo lint bench-text models clean-demo
+.PHONY: install test demo lint bench-text models clean-demo sysdeps
 
 install: $(VENV)/.installed
 
@@ -18,10 +18,16 @@ $(VENV)/.installed: pyproject.toml
 	$(PIP) install -q --disable-pip-version-check -e '.[test]'
 	touch $@
 
+# espeak-ng speaks the test recordings for the speech tests (Debian package, needs root).
+sysdeps:
+	@command -v espeak-ng >/dev/null || { apt-get update -qq && \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq espeak-ng >/dev/null; } || \
+	    { echo "install espeak-ng (apt-get install espeak-ng) for the speech tests"; exit 1; }
+
 models: install
 	$(PY) scripts/make_test_models.py --out tests/.models
 
-test: install models
+test: install models sysdeps
 	$(VENV)/bin/ruff check searchengine scripts tests
 	$(VENV)/bin/pytest -q
 

@@ -202,6 +202,8 @@ class Engine:
                 retry.add(fid)
         for space in SPACES:
             retry |= self.catalog.stale_files(space, self.config.model_key(space))
+        retry |= self.catalog.files_with_other_meta(("audio", "video"), "speech",
+                                                    self.config.models.get("speech", "off"))
         return retry
 
     def _resolvable(self, space: str) -> bool:
@@ -402,6 +404,8 @@ class Engine:
         bounded by one part whatever the file's length."""
         decoded = work.decoded
         assert decoded is not None
+        if decoded.speech_source is not None:
+            decoded.meta["speech"] = self.config.models.get("speech", "off")
         segs = list(decoded.segments)
         vecs = self._embed([(work, seg) for seg in segs], summary)
         try:

@@ -475,6 +475,18 @@ class Catalog:
         with self.engine.connect() as conn:
             return [(int(r[0]), float(r[1])) for r in conn.execute(text(sql), params)]
 
+    def files_with_other_meta(self, types: Sequence[str], key: str, value: str) -> set[int]:
+        """Files of `types` whose recorded meta[key] differs from `value` (a changed setting,
+        such as the speech model, that means their segments must be made again)."""
+        sql = (
+            "SELECT id FROM files WHERE type IN ({}) AND state IN ('indexed', 'pending') "
+            "AND json_extract(meta, :path) IS NOT NULL AND json_extract(meta, :path) != :value"
+        ).format(", ".join(f":t{i}" for i in range(len(types))))
+        params = {f"t{i}": t for i, t in enumerate(types)}
+        params.update(path=f"$.{key}", value=value)
+        with self.engine.connect() as conn:
+            return set(conn.execute(text(sql), params).scalars())
+
     def pending_waiting(self) -> dict[int, list[str]]:
         """Pending files and the spaces whose models they wait for."""
         with self.engine.connect() as conn:
