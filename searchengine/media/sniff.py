@@ -165,7 +165,8 @@ def magic_type(head: bytes) -> tuple[str, str] | None:
             return "audio", "m4a"
         return "video", "mp4"
     if head[:4] == b"OggS":
-        return ("video", "ogg") if b"theora" in head[:512] else ("audio", "ogg")
+        video = b"theora" in head[:512] or b"OVP80" in head[:512]
+        return ("video", "ogg") if video else ("audio", "ogg")
     if len(head) > 1 and head[0] == 0xFF and head[1] & 0xE0 == 0xE0 and head[1] & 0x06:
         return "audio", "mp3"
     return None
@@ -192,6 +193,8 @@ def sniff(path: str, head: bytes) -> str:
     magic = magic_type(head)
     if magic is not None:
         kind, fmt = magic
+        if fmt == "ogg" and ext == ".ogv":
+            kind = "video"
         if kind in ("archive", "binary"):
             raise Skip(f"{fmt} file, not a document or media")
         return kind
