@@ -200,6 +200,27 @@ def similar(
 
 
 @app.command()
+def thumb(
+    file: Annotated[Path, typer.Argument(help="A video or an image.")],
+    at: Annotated[float, typer.Option("--at", help="Seconds into the video.")] = 0.0,
+    output: Annotated[Path, typer.Option("-o", "--output", help="Where to write it.")] = Path(
+        "thumb.jpg"
+    ),
+    size: Annotated[
+        int | None, typer.Option("--size", help="Longest side in pixels (default: full).")
+    ] = None,
+) -> None:
+    """Write the frame of a video at a moment (or an image, upright) to a file."""
+    from searchengine.engine import thumbnail
+
+    try:
+        written = thumbnail(file, output, at=at, max_side=size)
+    except UserError as exc:
+        _fail(str(exc))
+    out.print(f"wrote {written}")
+
+
+@app.command()
 def models(index: IndexOpt = None, json_out: JsonOpt = False) -> None:
     """Each space's configured model and whether its weights can be found here."""
     from searchengine.config import IndexConfig, default_index_dir

@@ -40,8 +40,13 @@ class IndexConfig:
         cfg = cls()
         cfg.models.update(raw.get("models", {}))
         for key in (
-            "clip_pretrained", "chunk_chars", "chunk_overlap", "max_text_mb",
-            "audio_window_s", "audio_hop_s", "video_frame_every_s",
+            "clip_pretrained",
+            "chunk_chars",
+            "chunk_overlap",
+            "max_text_mb",
+            "audio_window_s",
+            "audio_hop_s",
+            "video_frame_every_s",
         ):
             if key in raw:
                 setattr(cfg, key, raw[key])

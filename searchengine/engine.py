@@ -202,8 +202,9 @@ class Engine:
                 retry.add(fid)
         for space in SPACES:
             retry |= self.catalog.stale_files(space, self.config.model_key(space))
-        retry |= self.catalog.files_with_other_meta(("audio", "video"), "speech",
-                                                    self.config.models.get("speech", "off"))
+        retry |= self.catalog.files_with_other_meta(
+            ("audio", "video"), "speech", self.config.models.get("speech", "off")
+        )
         return retry
 
     def _resolvable(self, space: str) -> bool:
@@ -494,6 +495,12 @@ class Engine:
             example = self._embed_example(target)
         return run_similar(self, example, k, types, path_glob)
 
+    def thumbnail(
+        self, path: str | os.PathLike[str], out: str | os.PathLike[str], at: float = 0.0
+    ) -> Path:
+        """The frame of a hit at a moment, written to `out` (see module function)."""
+        return thumbnail(path, out, at)
+
     def _embed_example(self, path: str) -> dict[str, np.ndarray]:
         """Decode and embed a file that is not (fully) in the index, to use as a query."""
         try:
@@ -568,6 +575,52 @@ class Engine:
             "skipped": [p for p in problems if p["state"] == "skipped"],
             "pending": [p for p in problems if p["state"] == "pending"],
         }
+
+
+def thumbnail(
+    path: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    at: float = 0.0,
+    max_side: int | None = None,
+) -> Path:
+    """Write the picture a hit shows: a video's frame at `at` seconds, or an image itself,
+    upright, as JPEG or PNG (by `out`'s extension)."""
+    from PIL import Image, ImageOps
+
+    source = os.path.abspath(os.fspath(path))
+    if not os.path.isfile(source):
+        raise UserError(f"no such file: {display_path(source)}")
+    if at < 0:
+        raise UserError("--at must be zero or more seconds")
+    with open(source, "rb") as fh:
+        kind = _sniff_or_none(source, fh.read(8192))
+    try:
+        if kind == "video":
+            from searchengine.media.video import frame_at
+
+            image = frame_at(source, at)
+        elif kind == "image":
+            with Image.open(source) as im:
+                image = ImageOps.exif_transpose(im).convert("RGB")
+        else:
+            raise UserError(f"{display_path(source)} is not an image or a video")
+    except DecodeError as exc:
+        raise UserError(f"cannot take a frame from {display_path(source)}: {exc}") from None
+    if max_side:
+        image.thumbnail((max_side, max_side))
+    target = Path(out)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    image.save(target)
+    return target
+
+
+def _sniff_or_none(path: str, head: bytes) -> str | None:
+    from searchengine.media.sniff import sniff
+
+    try:
+        return sniff(path, head)
+    except Skip:
+        return None
 
 
 def _is_long(decoded: Decoded) -> bool:

@@ -84,7 +84,7 @@ def snippet(text: str | None, query: str) -> str | None:
 
 
 MERGE_GAP_S = 0.5
-MERGE_FRACTION = 0.85
+MERGE_FRACTION = 0.95
 """Moments scoring within this fraction of a file's best one are merged when they touch."""
 
 
@@ -222,47 +222,49 @@ def run_similar(
     k: int,
     types: Sequence[str] | None,
     path: str | None,
-    exclude_file: int | None = None,
 ) -> list[Hit]:
-    """Files nearest to an example's vectors (one mean vector per space it lives in)."""
+    """Files nearest to an example's vectors (one mean vector per space it lives in); audio
+    and video hits list their matching moments, adjacent ones merged."""
     catalog = engine.catalog
     glob = glob_for(path)
     fetch = max(50, k * 8)
     while True:
-        best: dict[int, tuple[float, SegmentRow]] = {}
+        per_file: dict[int, list[tuple[float, SegmentRow]]] = {}
         exhausted = True
         for space, qv in example.items():
-            allowed_types = TYPES_IN_SPACE.get(space, ())
-            if types and not set(allowed_types) & set(types):
+            if types and not set(TYPES_IN_SPACE.get(space, ())) & set(types):
                 continue
             allowed = catalog.allowed_segments(space, types, glob) if (types or glob) else None
             found = engine.vectors(space).search(qv, fetch, allowed)
             exhausted &= len(found) < fetch
             rows = catalog.segment_rows([sid for sid, _ in found])
             for sid, cos in found:
-                row = rows.get(sid)
-                if row is None or row.file_id == exclude_file:
-                    continue
-                score = max(0.0, (cos - SIMILAR_FLOOR) / (1 - SIMILAR_FLOOR))
-                if row.file_id not in best or score > best[row.file_id][0]:
-                    best[row.file_id] = (min(1.0, score), row)
-        if len(best) >= k or exhausted:
+                if sid in rows:
+                    score = min(1.0, max(0.0, (cos - SIMILAR_FLOOR) / (1 - SIMILAR_FLOOR)))
+                    per_file.setdefault(rows[sid].file_id, []).append((score, rows[sid]))
+        if len(per_file) >= k or exhausted:
             break
         fetch *= 4
-    ranked = sorted(best.items(), key=lambda kv: (-kv[1][0], kv[1][1].path))[:k]
     hits = []
-    for _fid, (score, row) in ranked:
-        hit = Hit(path=row.path, type=row.type, score=score, reason=f"{row.space} likeness")
-        if row.kind != "image":
-            hit.segments.append(
-                HitSegment(
-                    start=row.start,
-                    end=row.end,
-                    text=snippet(row.text, ""),
-                    score=score,
-                    space=row.space,
-                    kind=row.kind,
-                )
+    for segs in per_file.values():
+        segs.sort(key=lambda s: -s[0])
+        best, top = segs[0]
+        hit = Hit(path=top.path, type=top.type, score=best, reason=f"{top.space} likeness")
+        moments = [
+            HitSegment(
+                start=r.start,
+                end=r.end,
+                text=snippet(r.text, ""),
+                score=sc,
+                space=r.space,
+                kind=r.kind,
             )
+            for sc, r in segs
+            if r.kind != "image"
+        ]
+        if top.type in ("audio", "video"):
+            moments = merge_moments(moments, best)
+        hit.segments = moments[:SEGMENTS_PER_HIT]
         hits.append(hit)
-    return hits
+    hits.sort(key=lambda h: (-h.score, h.path))
+    return hits[:k]

@@ -10,11 +10,11 @@ from searchengine.types import HitSegment
 
 def test_adjacent_strong_moments_merge_into_one_range():
     moments = [
-        HitSegment(0.0, 3.0, None, 0.90, "clip", "frame"),
-        HitSegment(3.0, 6.0, None, 0.88, "clip", "frame"),
+        HitSegment(0.0, 3.0, None, 0.92, "clip", "frame"),
+        HitSegment(3.0, 6.0, None, 0.93, "clip", "frame"),
         HitSegment(20.0, 23.0, None, 0.95, "clip", "frame"),
         HitSegment(40.0, 43.0, None, 0.30, "clip", "frame"),
-        HitSegment(5.0, 15.0, None, 0.86, "clap", "sound"),
+        HitSegment(5.0, 15.0, None, 0.91, "clap", "sound"),
     ]
     out = merge_moments(moments, best=0.95)
     assert [(m.kind, m.start, m.end) for m in out] == [
@@ -23,7 +23,7 @@ def test_adjacent_strong_moments_merge_into_one_range():
         ("sound", 5.0, 15.0),
         ("frame", 40.0, 43.0),
     ]
-    assert out[1].score == 0.90
+    assert out[1].score == 0.93
 
 
 def test_fts_query_is_safe_against_operators_and_quotes():

@@ -52,8 +52,18 @@ _TRANSPOSE = {
 _FORMAT_NAMES = {"MPO": "jpeg"}  # phone "multi-picture" JPEGs are JPEGs to a user
 
 # Errors Pillow and its plugins raise on damaged data; anything else is a bug worth seeing.
-_CORRUPT = (OSError, ValueError, SyntaxError, EOFError, IndexError, KeyError, TypeError,
-            ZeroDivisionError, OverflowError, AttributeError)
+_CORRUPT = (
+    OSError,
+    ValueError,
+    SyntaxError,
+    EOFError,
+    IndexError,
+    KeyError,
+    TypeError,
+    ZeroDivisionError,
+    OverflowError,
+    AttributeError,
+)
 
 
 def decode(path: str, config: Any) -> Decoded:
@@ -209,9 +219,11 @@ def _read_exif(im: Image.Image, meta: dict[str, Any]) -> int:
         exif_ifd = exif.get_ifd(_EXIF_IFD)
     except Exception:
         exif_ifd = {}
-    for getter, key in ((lambda: _taken_at(exif, exif_ifd), "taken_at"),
-                        (lambda: _camera(exif), "camera"),
-                        (lambda: _gps(exif.get_ifd(_GPS_IFD)), "gps")):
+    for getter, key in (
+        (lambda: _taken_at(exif, exif_ifd), "taken_at"),
+        (lambda: _camera(exif), "camera"),
+        (lambda: _gps(exif.get_ifd(_GPS_IFD)), "gps"),
+    ):
         try:
             value = getter()
         except Exception:
