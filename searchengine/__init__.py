@@ -7,8 +7,9 @@ with Engine("indexes/mine", create=True) as engine:
         print(hit.score, hit.path)
 """
 
-from searchengine.engine import Engine, IndexSummary, thumbnail
+from searchengine.engine import Engine, IndexSummary
 from searchengine.errors import ModelUnavailable, UserError
+from searchengine.thumbs import thumbnail
 from searchengine.types import Hit, HitSegment
 
 __all__ = [

@@ -211,7 +211,7 @@ def thumb(
     ] = None,
 ) -> None:
     """Write the frame of a video at a moment (or an image, upright) to a file."""
-    from searchengine.engine import thumbnail
+    from searchengine.thumbs import thumbnail
 
     try:
         written = thumbnail(file, output, at=at, max_side=size)

@@ -159,10 +159,10 @@ def diff(
     entries: Iterable[Entry],
     records: Iterable[FileRecord],
     roots: Iterable[str],
-    retry_states: frozenset[str] = frozenset({"pending"}),
     hasher: Callable[[str], str] = file_hash,
 ) -> ChangeSet:
-    """Compare a walk with the catalog. Only new or changed files are hashed."""
+    """Compare a walk with the catalog. Only new or changed files are hashed; a changed
+    (size, mtime) with the same content is only `touched`."""
     roots = [os.path.abspath(r) for r in roots]
     by_key = {r.path_key: r for r in records}
     cs = ChangeSet()
@@ -175,15 +175,12 @@ def diff(
         if rec is None:
             fresh.append(entry)
         elif rec.size == entry.size and rec.mtime_ns == entry.mtime_ns:
-            if rec.state in retry_states:
-                cs.changed.append((rec, entry))
-            else:
-                cs.unchanged.append((rec, entry))
+            cs.unchanged.append((rec, entry))
         else:
             sha = _safe_hash(hasher, entry.path)
             if sha is not None:
                 cs.hashes[entry.path] = sha
-            if sha is not None and sha == rec.sha and rec.state not in retry_states:
+            if sha is not None and sha == rec.sha:
                 cs.touched.append((rec, entry))
             else:
                 cs.changed.append((rec, entry))

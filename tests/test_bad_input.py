@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from searchengine import Engine
-from searchengine import engine as engine_module
+from searchengine import indexer as indexer_module
 from tests.conftest import run_cli
 
 
@@ -42,7 +42,7 @@ def messy(tmp_path: Path) -> Path:
 
 
 def test_bad_files_are_recorded_and_the_run_completes(messy, index_dir, monkeypatch):
-    real_decode = engine_module.decode_file
+    real_decode = indexer_module.decode_file
 
     def decode(path: str, config):
         if path.endswith("unreadable.txt"):  # root ignores mode bits: deny like a real EACCES
@@ -51,7 +51,7 @@ def test_bad_files_are_recorded_and_the_run_completes(messy, index_dir, monkeypa
             os.unlink(path)
         return real_decode(path, config)
 
-    monkeypatch.setattr(engine_module, "decode_file", decode)
+    monkeypatch.setattr(indexer_module, "decode_file", decode)
     with Engine(index_dir, create=True) as eng:
         summary = eng.index([messy])
         got = states(eng)
