@@ -67,7 +67,7 @@ class Engine:
         self.close()
 
     @contextmanager
-    def _writer(self) -> Iterator[None]:
+    def writer(self) -> Iterator[None]:
         """One writer per index; readers never wait (SQLite WAL, atomic FAISS files)."""
         with open(self.dir / "lock", "w") as fh:
             try:
@@ -84,7 +84,7 @@ class Engine:
             vi.sync(self.catalog)
         return vi
 
-    def _sync_vectors(self) -> None:
+    def sync_vectors(self) -> None:
         for space in SPACES:
             vi = self._vectors.get(space) or VectorIndex(self.dir, space)
             self._vectors[space] = vi
@@ -179,13 +179,13 @@ class Engine:
             raise UserError("give at least one file or folder to remove")
         from searchengine.crawler import under
 
-        with self._writer():
+        with self.writer():
             gone = [r for r in self.catalog.all_files() if under(os.fsdecode(r.path_key), roots)]
             if not gone:
                 raise UserError("none of the given paths is in the index")
             with self.catalog.transaction() as conn:
                 self.catalog.delete_files(conn, [r.id for r in gone])
-            self._sync_vectors()
+            self.sync_vectors()
         return len(gone)
 
     def status(self) -> dict[str, Any]:

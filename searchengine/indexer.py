@@ -79,9 +79,6 @@ class Indexer:
         self.models = engine.models
         self.config = engine.config
 
-    def _sync_vectors(self) -> None:
-        self.engine._sync_vectors()
-
     def run(
         self, paths: Iterable[str | os.PathLike[str]], progress: ProgressFn | None = None
     ) -> IndexSummary:
@@ -96,7 +93,7 @@ class Indexer:
                 raise UserError(f"no such file or folder: {display_path(root)}")
         report = progress or (lambda *_: None)
         summary = IndexSummary()
-        with self.engine._writer():
+        with self.engine.writer():
             entries: list[Entry] = []
             for entry in walk(roots, exclude=[str(self.engine.dir)]):
                 entries.append(entry)
@@ -124,7 +121,7 @@ class Indexer:
             summary.changed = len(cs.changed)
             self._copy_duplicates(cs)
             self._process(todo, summary, report)
-            self._sync_vectors()
+            self.engine.sync_vectors()
         summary.seconds = time.monotonic() - started
         return summary
 
@@ -201,7 +198,7 @@ class Indexer:
             done += len(items)
             report("embed", done, total, display_path(items[-1].entry.path))
             if time.monotonic() - last_save > SAVE_EVERY_S:
-                self._sync_vectors()
+                self.engine.sync_vectors()
                 last_save = time.monotonic()
 
         for work in self._decoded(todo):
