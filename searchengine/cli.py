@@ -147,23 +147,64 @@ def _render_hits(hits: list[Hit]) -> None:
                 out.print(f"     {where}{seg.text}", markup=False)
 
 
+AfterOpt = Annotated[
+    str | None, typer.Option("--after", help="Only files dated on or after (YYYY-MM-DD).")
+]
+BeforeOpt = Annotated[
+    str | None, typer.Option("--before", help="Only files dated before (YYYY-MM-DD).")
+]
+MinDurOpt = Annotated[
+    float | None, typer.Option("--min-duration", help="Audio/video of at least N seconds.")
+]
+MaxDurOpt = Annotated[
+    float | None, typer.Option("--max-duration", help="Audio/video of at most N seconds.")
+]
+PathOpt = Annotated[str | None, typer.Option("--path", help="Only paths matching this glob.")]
+KOpt = Annotated[int, typer.Option("-k", help="How many files to return.")]
+
+
 @app.command()
 def search(
     query: Annotated[str, typer.Argument(help="What you are looking for, in words.")],
     index: IndexOpt = None,
-    k: Annotated[int, typer.Option("-k", help="How many files to return.")] = 10,
+    k: KOpt = 10,
     type_: TypeOpt = None,
-    path: Annotated[
-        str | None, typer.Option("--path", help="Only paths matching this glob.")
+    path: PathOpt = None,
+    after: AfterOpt = None,
+    before: BeforeOpt = None,
+    min_duration: MinDurOpt = None,
+    max_duration: MaxDurOpt = None,
+    min_score: Annotated[
+        float, typer.Option("--min-score", help="Drop hits scoring below this (0..1).")
+    ] = 0.0,
+    like: Annotated[
+        Path | None, typer.Option("--like", help="Add an example file to the query.")
     ] = None,
+    negative: Annotated[str | None, typer.Option("--not", help="Words to steer away from.")] = None,
+    diverse: Annotated[
+        bool, typer.Option("--diverse/--no-diverse", help="Keep near duplicates apart.")
+    ] = True,
     json_out: JsonOpt = False,
 ) -> None:
-    """Search the index with a text query."""
-    if not query.strip():
+    """Search the index with a text query (optionally with an example file)."""
+    if not query.strip() and like is None:
         _fail("the query is empty")
     engine = _open(index)
     try:
-        hits = engine.search(query, k=k, types=_types(type_), path=path)
+        hits = engine.search(
+            query,
+            k=k,
+            types=_types(type_),
+            path=path,
+            after=after,
+            before=before,
+            min_duration=min_duration,
+            max_duration=max_duration,
+            min_score=min_score,
+            like=like,
+            negative=negative,
+            diverse=diverse,
+        )
     except UserError as exc:
         _fail(str(exc))
     finally:
@@ -178,17 +219,28 @@ def search(
 def similar(
     file: Annotated[Path, typer.Argument(help="An example file, indexed or not.")],
     index: IndexOpt = None,
-    k: Annotated[int, typer.Option("-k", help="How many files to return.")] = 10,
+    k: KOpt = 10,
     type_: TypeOpt = None,
-    path: Annotated[
-        str | None, typer.Option("--path", help="Only paths matching this glob.")
-    ] = None,
+    path: PathOpt = None,
+    after: AfterOpt = None,
+    before: BeforeOpt = None,
+    min_duration: MinDurOpt = None,
+    max_duration: MaxDurOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Find files like an example file."""
     engine = _open(index)
     try:
-        hits = engine.similar(str(file), k=k, types=_types(type_), path_glob=path)
+        hits = engine.similar(
+            str(file),
+            k=k,
+            types=_types(type_),
+            path_glob=path,
+            after=after,
+            before=before,
+            min_duration=min_duration,
+            max_duration=max_duration,
+        )
     except UserError as exc:
         _fail(str(exc))
     finally:
@@ -197,6 +249,36 @@ def similar(
         _print_json([h.to_json() for h in hits])
     else:
         _render_hits(hits)
+
+
+@app.command()
+def duplicates(
+    index: IndexOpt = None,
+    threshold: Annotated[
+        float, typer.Option("--threshold", help="Cosine similarity for near duplicates, 0-1.")
+    ] = 0.95,
+    exact_only: Annotated[
+        bool, typer.Option("--exact-only", help="Only identical files, no vector search.")
+    ] = False,
+    type_: TypeOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Groups of exact copies (same content) and near duplicates (alike in a space)."""
+    from searchengine.duplicates import find_duplicates, render_text
+
+    engine = _open(index)
+    try:
+        groups = find_duplicates(
+            engine, near=not exact_only, threshold=threshold, types=_types(type_)
+        )
+    except UserError as exc:
+        _fail(str(exc))
+    finally:
+        engine.close()
+    if json_out:
+        _print_json([g.to_json() for g in groups])
+    else:
+        out.print(render_text(groups), markup=False)
 
 
 @app.command()

@@ -6,6 +6,7 @@ import fcntl
 import os
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ from searchengine.indexer import Indexer, IndexSummary, ProgressFn
 from searchengine.media import decode_file
 from searchengine.store.catalog import Catalog
 from searchengine.store.vectors import VectorIndex
-from searchengine.types import FILE_TYPES, Hit
+from searchengine.types import FILE_TYPES, Filters, Hit
 
 __all__ = ["Engine", "IndexSummary", "check_types"]
 
@@ -54,6 +55,7 @@ class Engine:
         self.catalog = Catalog(db)
         self.models = ModelRegistry(self.config)
         self._vectors: dict[str, VectorIndex] = {}
+        self._calibration: dict[str, tuple[float, float]] | None = None
 
     # ---- lifecycle ---------------------------------------------------------------------
 
@@ -108,16 +110,42 @@ class Engine:
         k: int = 10,
         types: Sequence[str] | None = None,
         path: str | None = None,
+        *,
+        after: DateLike = None,
+        before: DateLike = None,
+        min_duration: float | None = None,
+        max_duration: float | None = None,
+        min_score: float = 0.0,
+        like: str | os.PathLike[str] | None = None,
+        negative: str | None = None,
+        diverse: bool = True,
     ) -> list[Hit]:
-        """Files best matching a text query across every space, best moments first."""
+        """Files best matching a text query across every space, best moments first.
+
+        `like` adds an example file's vectors to the query, `negative` subtracts a phrase
+        ("beach" with negative "people"); filters apply inside retrieval, so k hits come back
+        whenever k exist."""
         from searchengine.search import Query, run_query
 
-        if not query or not query.strip():
+        query = (query or "").strip()
+        if not query and like is None:
             raise UserError("the query is empty")
         if k <= 0:
             raise UserError("-k must be at least 1")
-        types = check_types(types)
-        return run_query(self, Query(text=query.strip(), k=k, types=types, path=path))
+        filters = make_filters(types, path, after, before, min_duration, max_duration)
+        example = self._example_vectors(like) if like is not None else None
+        return run_query(
+            self,
+            Query(
+                text=query,
+                k=k,
+                filters=filters,
+                min_score=min_score,
+                like=example,
+                negative=(negative or "").strip() or None,
+                diverse=diverse,
+            ),
+        )
 
     def similar(
         self,
@@ -125,13 +153,22 @@ class Engine:
         k: int = 10,
         types: Sequence[str] | None = None,
         path_glob: str | None = None,
+        *,
+        after: DateLike = None,
+        before: DateLike = None,
+        min_duration: float | None = None,
+        max_duration: float | None = None,
     ) -> list[Hit]:
         """Files like the given one (indexed or not), in the spaces that file lives in."""
         from searchengine.search import run_similar
 
         if k <= 0:
             raise UserError("-k must be at least 1")
-        types = check_types(types)
+        filters = make_filters(types, path_glob, after, before, min_duration, max_duration)
+        return run_similar(self, self._example_vectors(path), k, filters)
+
+    def _example_vectors(self, path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
+        """Per space, the mean vector of a file: stored if indexed, else embedded now."""
         target = os.path.abspath(os.fspath(path))
         if not os.path.isfile(target):
             raise UserError(f"no such file: {display_path(target)}")
@@ -139,9 +176,16 @@ class Engine:
         example: dict[str, np.ndarray] = {}
         if record is not None and record.state == "indexed":
             example = self.catalog.mean_vectors(record.id)
-        if not example:
-            example = self._embed_example(target)
-        return run_similar(self, example, k, types, path_glob)
+        return example or self._embed_example(target)
+
+    def calibration(self) -> dict[str, tuple[float, float]]:
+        """Fitted cosine ranges per space for this index (see calibration.py)."""
+        if self._calibration is None:
+            from searchengine import calibration
+
+            models = {s: self.config.model_key(s) for s in SPACES}
+            self._calibration = calibration.ranges(self.dir, models)
+        return self._calibration
 
     def thumbnail(
         self, path: str | os.PathLike[str], out: str | os.PathLike[str], at: float = 0.0
@@ -225,6 +269,46 @@ class Engine:
             "skipped": [p for p in problems if p["state"] == "skipped"],
             "pending": [p for p in problems if p["state"] == "pending"],
         }
+
+
+DateLike = str | float | datetime | None
+
+
+def to_timestamp(value: DateLike, name: str) -> float | None:
+    """`2024-05-01`, `2024-05-01T10:30` (local time), a datetime or epoch seconds."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, datetime):
+        return value.timestamp()
+    if isinstance(value, int | float):
+        return float(value)
+    try:
+        return datetime.fromisoformat(str(value)).timestamp()
+    except ValueError:
+        raise UserError(f"{name} wants a date like 2024-05-31, not '{value}'") from None
+
+
+def make_filters(
+    types: Sequence[str] | None,
+    path: str | None,
+    after: DateLike,
+    before: DateLike,
+    min_duration: float | None,
+    max_duration: float | None,
+) -> Filters:
+    from searchengine.search import glob_for
+
+    for name, value in (("--min-duration", min_duration), ("--max-duration", max_duration)):
+        if value is not None and value < 0:
+            raise UserError(f"{name} must be zero or more seconds")
+    return Filters(
+        types=check_types(types),
+        path_glob=glob_for(path),
+        after=to_timestamp(after, "--after"),
+        before=to_timestamp(before, "--before"),
+        min_duration=min_duration,
+        max_duration=max_duration,
+    )
 
 
 def check_types(types: Sequence[str] | None) -> list[str] | None:

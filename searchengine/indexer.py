@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from searchengine import faults
+from searchengine import calibration, faults
 from searchengine.crawler import ChangeSet, Entry, diff, display_path, walk
 from searchengine.encoders.registry import SPACES
 from searchengine.errors import DecodeError, ModelUnavailable, Skip, UserError
@@ -122,6 +122,7 @@ class Indexer:
             self._copy_duplicates(cs)
             self._process(todo, summary, report)
             self.engine.sync_vectors()
+            calibration.refresh(self.engine)
         summary.seconds = time.monotonic() - started
         return summary
 

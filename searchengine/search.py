@@ -9,15 +9,14 @@ and a file's score is its best segment plus a small bonus when its name matches.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from searchengine.errors import ModelUnavailable
 from searchengine.store.catalog import SegmentRow
-from searchengine.types import Hit, HitSegment
+from searchengine.types import Filters, Hit, HitSegment
 
 if TYPE_CHECKING:
     from searchengine.engine import Engine
@@ -41,10 +40,15 @@ SNIPPET_CHARS = 240
 
 @dataclass
 class Query:
+    """A search: words, optionally an example's vectors to add and words to subtract."""
+
     text: str
     k: int = 10
-    types: Sequence[str] | None = None
-    path: str | None = None
+    filters: Filters = field(default_factory=Filters)
+    min_score: float = 0.0
+    like: dict[str, np.ndarray] | None = None
+    negative: str | None = None
+    diverse: bool = True
 
 
 def glob_for(path: str | None) -> str | None:
@@ -56,8 +60,12 @@ def glob_for(path: str | None) -> str | None:
     return "*/" + path
 
 
-def calibrate(space: str, cosine: float) -> float:
-    lo, hi = COSINE_RANGE.get(space, (0.0, 1.0))
+def calibrate(
+    space: str, cosine: float, fitted: dict[str, tuple[float, float]] | None = None
+) -> float:
+    """A space's cosine on 0..1: from the index's fitted range when it has one, else from the
+    model family's typical range."""
+    lo, hi = (fitted or {}).get(space) or COSINE_RANGE.get(space, (0.0, 1.0))
     return float(min(1.0, max(0.0, (cosine - lo) / (hi - lo))))
 
 
@@ -115,47 +123,78 @@ def merge_moments(moments: list[HitSegment], best: float) -> list[HitSegment]:
 
 def run_query(engine: Engine, q: Query) -> list[Hit]:
     """Over-fetch, and fetch more while grouping by file leaves fewer than k files."""
+    if not q.text and q.like and not q.negative:
+        hits = run_similar(engine, q.like, q.k, q.filters)
+        return [h for h in hits if h.score >= q.min_score]
     fetch = max(50, q.k * 8)
+    vectors = _query_vectors(engine, q)
     while True:
-        hits, exhausted = _rank(engine, q, fetch)
+        hits, exhausted = _rank(engine, q, vectors, fetch)
+        hits = [h for h in hits if h.score >= q.min_score]
         if len(hits) >= q.k or exhausted:
+            if q.diverse:
+                hits = diversify(engine, hits, q.k)
             return hits[: q.k]
         fetch *= 4
 
 
-def _rank(engine: Engine, q: Query, fetch: int) -> tuple[list[Hit], bool]:
-    catalog = engine.catalog
-    glob = glob_for(q.path)
-    filtered = bool(q.types or glob)
-    exhausted = True
-    vec_scores: dict[int, float] = {}
-    query_vecs: dict[str, np.ndarray] = {}
+NEGATIVE_WEIGHT = 0.5
+"""How much of a `--not` phrase's direction is subtracted from the query."""
+
+
+def _query_vectors(engine: Engine, q: Query) -> dict[str, np.ndarray]:
+    """One query vector per space: the words, plus an example's vector, minus `--not` words."""
+    wanted = q.filters.types
+    out: dict[str, np.ndarray] = {}
     for space, types in TYPES_IN_SPACE.items():
-        if q.types and not set(types) & set(q.types):
+        if wanted and not set(types) & set(wanted):
             continue
-        vi = engine.vectors(space)
-        if len(vi) == 0:
+        if len(engine.vectors(space)) == 0:
             continue
+        parts: list[np.ndarray] = []
         try:
-            qv = engine.models.encoder(space).embed_queries([q.text])[0]
+            encoder = engine.models.encoder(space)
+            if q.text:
+                parts.append(encoder.embed_queries([q.text])[0])
+            if q.like and space in q.like:
+                parts.append(q.like[space])
+            if not parts:
+                continue
+            vec = np.sum(parts, axis=0)
+            if q.negative:
+                vec = vec - NEGATIVE_WEIGHT * len(parts) * encoder.embed_queries([q.negative])[0]
         except ModelUnavailable:
             continue
-        query_vecs[space] = qv
-        allowed = catalog.allowed_segments(space, q.types, glob) if filtered else None
-        found = vi.search(qv, fetch, allowed)
+        out[space] = (vec / (np.linalg.norm(vec) or 1.0)).astype(np.float32)
+    return out
+
+
+def _rank(
+    engine: Engine, q: Query, query_vecs: dict[str, np.ndarray], fetch: int
+) -> tuple[list[Hit], bool]:
+    catalog = engine.catalog
+    filters = q.filters
+    exhausted = True
+    vec_scores: dict[int, float] = {}
+    fitted = dict(engine.calibration())
+    if q.like:  # item-to-item likeness sits far above text-to-item cosines
+        fitted.update({space: (SIMILAR_FLOOR, 1.0) for space in q.like})
+    for space, qv in query_vecs.items():
+        allowed = catalog.allowed_segments(space, filters) if filters.active() else None
+        found = engine.vectors(space).search(qv, fetch, allowed)
         if len(found) >= fetch:
             exhausted = False
         for sid, score in found:
             vec_scores[sid] = score
-    bm25 = dict(catalog.bm25_segments(q.text, fetch, q.types, glob))
+    bm25 = dict(catalog.bm25_segments(q.text, fetch, filters)) if q.text else {}
     if len(bm25) >= fetch:
         exhausted = False
-    names = dict(catalog.bm25_files(q.text, fetch, q.types, glob))
+    names = dict(catalog.bm25_files(q.text, fetch, filters)) if q.text else {}
     rows = catalog.segment_rows(set(vec_scores) | set(bm25))
     _rescore_exact(engine, rows, query_vecs, vec_scores)
     scored: dict[int, list[tuple[float, SegmentRow, str]]] = {}
     for sid, row in rows.items():
-        v = calibrate(row.space, vec_scores[sid]) if sid in vec_scores else 0.0
+        v = calibrate(row.space, vec_scores[sid], fitted) if sid in vec_scores else 0.0
         b = squash_bm25(bm25.get(sid, 0.0))
         score = VECTOR_WEIGHT * v + (1 - VECTOR_WEIGHT) * b
         why = f"{row.space} similarity {v:.2f}" + (f", keywords {b:.2f}" if b > 0 else "")
@@ -170,11 +209,12 @@ def _rank(engine: Engine, q: Query, fetch: int) -> tuple[list[Hit], bool]:
             continue
         segs.sort(key=lambda s: -s[0])
         name = squash_bm25(names.get(fid, 0.0))
-        best, _, why = segs[0]
+        best, top, why = segs[0]
         score = min(1.0, best + NAME_BONUS * name)
         if name > 0:
             why += f", file name {name:.2f}"
         hit = Hit(path=rec.path, type=rec.type, score=score, reason=why)
+        hit.best_segment = top.id
         moments = [
             HitSegment(
                 start=row.start,
@@ -195,6 +235,36 @@ def _rank(engine: Engine, q: Query, fetch: int) -> tuple[list[Hit], bool]:
     return hits, exhausted
 
 
+MMR_LAMBDA = 0.8
+"""Maximal marginal relevance: relevance weight against likeness to hits already chosen."""
+
+
+def diversify(engine: Engine, hits: list[Hit], k: int) -> list[Hit]:
+    """Reorder so near-duplicate files do not fill the page: each next hit maximises
+    MMR_LAMBDA * score - (1 - MMR_LAMBDA) * (cosine to the closest hit already chosen, same
+    space). Scores themselves are left as they are."""
+    pool = hits[: max(k * 3, k + 10)]
+    by_seg = engine.catalog.vector_map([h.best_segment for h in pool if h.best_segment])
+    vecs = [by_seg.get(h.best_segment) if h.best_segment else None for h in pool]
+    chosen: list[int] = []
+    left = list(range(len(pool)))
+    while left and len(chosen) < k:
+
+        def mmr(i: int) -> float:
+            v = vecs[i]
+            sims = [
+                float(v @ vecs[j])
+                for j in chosen
+                if v is not None and vecs[j] is not None and vecs[j].shape == v.shape
+            ]
+            return MMR_LAMBDA * pool[i].score - (1 - MMR_LAMBDA) * max(sims, default=0.0)
+
+        best = max(left, key=lambda i: (mmr(i), -i))
+        chosen.append(best)
+        left.remove(best)
+    return [pool[i] for i in chosen] + [h for h in hits if h not in pool]
+
+
 def _rescore_exact(
     engine: Engine,
     rows: dict[int, SegmentRow],
@@ -205,8 +275,7 @@ def _rescore_exact(
     missing = [sid for sid, r in rows.items() if sid not in vec_scores and r.space in query_vecs]
     if not missing:
         return
-    ids, mat = engine.catalog.vectors(missing)
-    for sid, vec in zip(ids.tolist(), mat, strict=True):
+    for sid, vec in engine.catalog.vector_map(missing).items():
         qv = query_vecs[rows[sid].space]
         if vec.shape[0] == qv.shape[0]:
             vec_scores[sid] = float(vec @ qv)
@@ -217,16 +286,12 @@ SIMILAR_FLOOR = 0.3
 
 
 def run_similar(
-    engine: Engine,
-    example: dict[str, np.ndarray],
-    k: int,
-    types: Sequence[str] | None,
-    path: str | None,
+    engine: Engine, example: dict[str, np.ndarray], k: int, filters: Filters
 ) -> list[Hit]:
     """Files nearest to an example's vectors (one mean vector per space it lives in); audio
     and video hits list their matching moments, adjacent ones merged."""
     catalog = engine.catalog
-    glob = glob_for(path)
+    types = filters.types
     fetch = max(50, k * 8)
     while True:
         per_file: dict[int, list[tuple[float, SegmentRow]]] = {}
@@ -234,7 +299,7 @@ def run_similar(
         for space, qv in example.items():
             if types and not set(TYPES_IN_SPACE.get(space, ())) & set(types):
                 continue
-            allowed = catalog.allowed_segments(space, types, glob) if (types or glob) else None
+            allowed = catalog.allowed_segments(space, filters) if filters.active() else None
             found = engine.vectors(space).search(qv, fetch, allowed)
             exhausted &= len(found) < fetch
             rows = catalog.segment_rows([sid for sid, _ in found])

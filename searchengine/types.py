@@ -48,6 +48,25 @@ class Decoded:
 
 
 @dataclass(slots=True)
+class Filters:
+    """Restrictions applied inside retrieval (never after taking k), so pages stay full.
+
+    `path_glob` is a SQLite GLOB over absolute paths; dates are epoch seconds (a photo's EXIF
+    date, else the file's modification time); durations are seconds (audio and video only).
+    """
+
+    types: list[str] | None = None
+    path_glob: str | None = None
+    after: float | None = None
+    before: float | None = None
+    min_duration: float | None = None
+    max_duration: float | None = None
+
+    def active(self) -> bool:
+        return any(getattr(self, name) is not None for name in self.__slots__)
+
+
+@dataclass(slots=True)
 class HitSegment:
     """One matching moment or passage of a hit."""
 
@@ -81,6 +100,7 @@ class Hit:
     score: float
     segments: list[HitSegment] = field(default_factory=list)
     reason: str = ""
+    best_segment: int | None = field(default=None, repr=False, compare=False)
 
     def to_json(self) -> dict[str, Any]:
         return {

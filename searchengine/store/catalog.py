@@ -12,6 +12,7 @@ import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +39,7 @@ from sqlalchemy import (
     update,
 )
 
-from searchengine.types import Segment
+from searchengine.types import Filters, Segment
 
 metadata = MetaData()
 
@@ -56,6 +57,8 @@ files = Table(
     Column("reason", Text),
     Column("meta", Text),  # JSON: dates, camera, duration...
     Column("indexed_at", Float),
+    Column("date", Float, index=True),  # EXIF date when known, else mtime: for --after/--before
+    Column("duration", Float),  # seconds, audio and video
     sqlite_autoincrement=True,
 )
 
@@ -138,6 +141,17 @@ def name_tokens(path: str, meta: dict[str, Any] | None = None) -> str:
     return " ".join(re.split(r"[\W_]+", " ".join(parts))).strip()
 
 
+def file_date(meta: dict[str, Any] | None, mtime_ns: int) -> float:
+    """When a file was made, as far as we know: a photo's EXIF date, else its mtime."""
+    taken = (meta or {}).get("taken_at")
+    if taken:
+        try:
+            return datetime.fromisoformat(str(taken)).timestamp()
+        except ValueError:
+            pass
+    return mtime_ns / 1e9
+
+
 def fts_query(query: str) -> str | None:
     """A user's words as a safe FTS5 OR-query (no syntax errors on quotes or operators)."""
     words = [w for w in re.findall(r"\w+", query.lower()) if len(w) > 1 or w.isdigit()]
@@ -165,6 +179,11 @@ class Catalog:
         with self.engine.begin() as conn:
             for stmt in SCHEMA_EXTRA:
                 conn.execute(text(stmt))
+            have = {row[1] for row in conn.execute(text("PRAGMA table_info(files)"))}
+            for name in ("date", "duration"):  # catalogs made before these columns existed
+                if name not in have:
+                    conn.execute(text(f"ALTER TABLE files ADD COLUMN {name} REAL"))
+            conn.execute(text("UPDATE files SET date = mtime_ns / 1e9 WHERE date IS NULL"))
 
     def close(self) -> None:
         self.engine.dispose()
@@ -213,6 +232,8 @@ class Catalog:
             "reason": record.reason,
             "meta": json.dumps(record.meta, default=str) if record.meta else None,
             "indexed_at": time.time(),
+            "date": file_date(record.meta, record.mtime_ns),
+            "duration": (record.meta or {}).get("duration"),
         }
         existing = conn.execute(
             select(files.c.id).where(files.c.path_key == record.path_key)
@@ -332,24 +353,26 @@ class Catalog:
             ).scalars()
             return np.fromiter(rows, dtype=np.int64)
 
-    def vectors(self, ids: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
-        """Stored vectors for segment ids, as (ids, rows) in the same order."""
-        out_ids: list[int] = []
-        out_rows: list[np.ndarray] = []
+    def vector_map(self, ids: Sequence[int]) -> dict[int, np.ndarray]:
+        """Stored vectors by segment id (any mix of spaces and dimensions)."""
+        out: dict[int, np.ndarray] = {}
         ids = list(ids)
         with self.engine.connect() as conn:
             for i in range(0, len(ids), 900):
-                chunk = ids[i : i + 900]
                 for sid, blob in conn.execute(
                     select(segments.c.id, segments.c.vector).where(
-                        segments.c.id.in_(chunk), segments.c.vector.is_not(None)
+                        segments.c.id.in_(ids[i : i + 900]), segments.c.vector.is_not(None)
                     )
                 ):
-                    out_ids.append(sid)
-                    out_rows.append(np.frombuffer(blob, dtype=np.float32))
-        if not out_rows:
+                    out[int(sid)] = np.frombuffer(blob, dtype=np.float32)
+        return out
+
+    def vectors(self, ids: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+        """Stored vectors of segment ids of one space, as (ids, rows) in the same order."""
+        found = self.vector_map(ids)
+        if not found:
             return np.zeros(0, np.int64), np.zeros((0, 0), np.float32)
-        return np.asarray(out_ids, np.int64), np.vstack(out_rows)
+        return np.fromiter(found, np.int64, len(found)), np.vstack(list(found.values()))
 
     def mean_vectors(self, file_id: int) -> dict[str, np.ndarray]:
         """Per space, the normalised mean of a file's stored vectors: the file as a query."""
@@ -425,23 +448,18 @@ class Catalog:
                     out[row.id] = SegmentRow(*row)
         return out
 
-    def allowed_segments(
-        self, space: str | None, types: Sequence[str] | None, path_glob: str | None
-    ) -> np.ndarray:
+    def allowed_segments(self, space: str | None, filters: Filters) -> np.ndarray:
         """Segment ids passing the filters, so k-NN searches only inside them."""
-        q = select(segments.c.id).join(files, files.c.id == segments.c.file_id)
+        sql = "SELECT s.id FROM segments s JOIN files f ON f.id = s.file_id WHERE 1=1"
+        params: dict[str, Any] = {}
         if space is not None:
-            q = q.where(segments.c.space == space)
-        if types:
-            q = q.where(files.c.type.in_(list(types)))
-        if path_glob:
-            q = q.where(files.c.path.op("GLOB")(path_glob))
+            sql += " AND s.space = :space"
+            params["space"] = space
+        sql, params = _filters(sql, params, filters)
         with self.engine.connect() as conn:
-            return np.fromiter(conn.execute(q).scalars(), dtype=np.int64)
+            return np.fromiter(conn.execute(text(sql), params).scalars(), dtype=np.int64)
 
-    def bm25_segments(
-        self, query: str, limit: int, types: Sequence[str] | None, path_glob: str | None
-    ) -> list[tuple[int, float]]:
+    def bm25_segments(self, query: str, limit: int, filters: Filters) -> list[tuple[int, float]]:
         """(segment id, BM25 score >= 0) for segments whose text matches the query."""
         match = fts_query(query)
         if match is None:
@@ -452,14 +470,12 @@ class Catalog:
             "WHERE segment_fts MATCH :q"
         )
         params: dict[str, Any] = {"q": match, "limit": limit}
-        sql, params = _filters(sql, params, types, path_glob)
+        sql, params = _filters(sql, params, filters)
         sql += " ORDER BY bm25(segment_fts) LIMIT :limit"
         with self.engine.connect() as conn:
             return [(int(r[0]), float(r[1])) for r in conn.execute(text(sql), params)]
 
-    def bm25_files(
-        self, query: str, limit: int, types: Sequence[str] | None, path_glob: str | None
-    ) -> list[tuple[int, float]]:
+    def bm25_files(self, query: str, limit: int, filters: Filters) -> list[tuple[int, float]]:
         """(file id, BM25 score >= 0) for files whose name or folders match the query."""
         match = fts_query(query)
         if match is None:
@@ -470,7 +486,7 @@ class Catalog:
             " AND f.state IN ('indexed', 'pending')"
         )
         params: dict[str, Any] = {"q": match, "limit": limit}
-        sql, params = _filters(sql, params, types, path_glob)
+        sql, params = _filters(sql, params, filters)
         sql += " ORDER BY bm25(file_fts) LIMIT :limit"
         with self.engine.connect() as conn:
             return [(int(r[0]), float(r[1])) for r in conn.execute(text(sql), params)]
@@ -522,14 +538,23 @@ class Catalog:
         return {r.file_id: r for r in rows.values()}
 
 
-def _filters(
-    sql: str, params: dict[str, Any], types: Sequence[str] | None, path_glob: str | None
-) -> tuple[str, dict[str, Any]]:
-    if types:
-        names = [f"t{i}" for i in range(len(types))]
+def _filters(sql: str, params: dict[str, Any], filters: Filters) -> tuple[str, dict[str, Any]]:
+    """Append the filters as SQL on the `files` table aliased `f`."""
+    if filters.types:
+        names = [f"t{i}" for i in range(len(filters.types))]
         sql += f" AND f.type IN ({', '.join(':' + n for n in names)})"
-        params.update(dict(zip(names, types, strict=True)))
-    if path_glob:
+        params.update(dict(zip(names, filters.types, strict=True)))
+    if filters.path_glob:
         sql += " AND f.path GLOB :glob"
-        params["glob"] = path_glob
+        params["glob"] = filters.path_glob
+    for column, op, value in (
+        ("date", ">=", filters.after),
+        ("date", "<", filters.before),
+        ("duration", ">=", filters.min_duration),
+        ("duration", "<=", filters.max_duration),
+    ):
+        if value is not None:
+            key = f"{column}_{'lo' if op.startswith('>') else 'hi'}"
+            sql += f" AND f.{column} {op} :{key}"
+            params[key] = value
     return sql, params

@@ -1,0 +1,630 @@
+"""Measure retrieval quality (recall@k, MRR@10) on labelled sets built from real sample media.
+
+    python scripts/eval_retrieval.py [--sets docs-titles,images-labels,sounds-labels]
+        [--index-root indexes/eval] [--queries 150] [--corpus 400] [--seed 0]
+        [--clip-config CONFIG_OR_NAME --clip-pretrained CHECKPOINT_OR_TAG] [--clap DIR] [--fresh]
+
+Labelled sets (each a list of (query, set of relevant files)), built from the media that
+scripts/fetch_samples.py takes out of Debian packages (fetched here when missing):
+
+- `docs-titles`: HTML pages of samples/bigdocs (python3-doc, postgresql-doc). The query is
+  the page's <title> without the product suffix and section numbers ("Sorting HOW TO",
+  "Pattern Matching"); the relevant files are the indexed pages with that title (a few
+  titles, such as "PREPARE", name two pages). A seeded sample of `--corpus` pages is
+  indexed and `--queries` distinct titles among them are asked, so every query has an
+  answer and the other pages are distractors. Titles are part of the pages, as they are
+  for a user who remembers one. A harder paraphrase set is not built: there is no honest
+  source of paraphrases here, and writing them ourselves would tune the set to the model.
+- `images-labels`: the qabcs-data clip-art (328 PNGs named after what they show, "cat.png").
+  The query is "a picture of a {label}"; relevant = the images with that label.
+- `sounds-labels`: the qabcs-data noises (241 OGGs, "bear.ogg"): "the sound of a {label}".
+  Speech-to-text is off for this set, so it measures CLAP alone.
+
+Image and sound files are indexed under neutral names (0001.png, ...), in shuffled order,
+so neither the file-name BM25 nor the tie-break by path can see the label. Documents keep
+their real paths. Without `--clip-config` (or `--clap`) the image (sound) set is skipped
+with a printed line: CLIP and CLAP relevance needs real weights. The tiny random models of
+tests/.models (scripts/make_test_models.py) may be passed to prove the plumbing; their
+rows are marked as such and measure nothing.
+
+Modes, all measured in the same run on the same index:
+
+- `fused`: the engine as shipped (`Engine.search`, k=10, restricted to the set's type).
+- `bm25 only` (docs): `searchengine.search.VECTOR_WEIGHT = 0.0`, so a passage scores by
+  BM25 alone, plus the file-name/title BM25 bonus. Hits whose score is 0 were found only
+  by the vector route and are dropped.
+- `vector only` (docs): `VECTOR_WEIGHT = 1.0`, `NAME_BONUS = 0.0`, and the text space's
+  `COSINE_RANGE` widened to (-1, 1) so that the ranking is by raw cosine (no clamping ties).
+- `random`: a seeded random order of the indexed files: the chance level.
+
+Metrics per query over the top 10 files: recall@k = |relevant in top k| / |relevant|,
+reciprocal rank = 1 / rank of the first relevant file (0 when none is in the top 10); the
+table shows their means. Prints a Markdown block (table, corpus notes, timings, the exact
+command) for docs/benchmarks.md. Exits 2 with one line on stderr when a sample set cannot
+be fetched or a given model cannot be loaded.
+"""
+
+import argparse
+import html
+import os
+import random
+import re
+import shlex
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Collection, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+SAMPLES = REPO / "samples"
+SETS = ("docs-titles", "images-labels", "sounds-labels")
+KS = (1, 5, 10)
+MRR_K = 10
+TEST_MODELS = REPO / "tests" / ".models"
+
+
+class EvalError(Exception):
+    """A problem the user can act on: printed as one line, exit code 2."""
+
+
+# ---- metrics (pure) ------------------------------------------------------------------------
+
+
+def recall_at(ranked: Sequence[str], relevant: Collection[str], k: int) -> float:
+    """Fraction of the relevant items found among the first k of `ranked`."""
+    if not relevant:
+        raise ValueError("a query needs at least one relevant item")
+    if k <= 0:
+        raise ValueError("k must be at least 1")
+    found = set(ranked[:k]) & set(relevant)
+    return len(found) / len(set(relevant))
+
+
+def reciprocal_rank(ranked: Sequence[str], relevant: Collection[str], k: int = MRR_K) -> float:
+    """1 / (1-based rank of the first relevant item within the first k), else 0."""
+    if not relevant:
+        raise ValueError("a query needs at least one relevant item")
+    wanted = set(relevant)
+    for rank, item in enumerate(ranked[:k], start=1):
+        if item in wanted:
+            return 1.0 / rank
+    return 0.0
+
+
+@dataclass(frozen=True)
+class Summary:
+    """Mean metrics over the queries of one set and mode."""
+
+    queries: int
+    recall: dict[int, float]
+    mrr: float
+
+
+def summarise(
+    runs: Sequence[tuple[Sequence[str], Collection[str]]],
+    ks: Sequence[int] = KS,
+    mrr_k: int = MRR_K,
+) -> Summary:
+    """Means of recall@k (for each k) and of the reciprocal rank over (ranked, relevant)."""
+    if not runs:
+        raise ValueError("no queries to summarise")
+    n = len(runs)
+    recall = {k: sum(recall_at(r, rel, k) for r, rel in runs) / n for k in ks}
+    mrr = sum(reciprocal_rank(r, rel, mrr_k) for r, rel in runs) / n
+    return Summary(queries=n, recall=recall, mrr=mrr)
+
+
+# ---- labelled sets -------------------------------------------------------------------------
+
+
+@dataclass
+class LabelledSet:
+    """Files to index (key -> source file) and queries (text, keys of the relevant files)."""
+
+    name: str
+    file_type: str
+    files: dict[str, Path]
+    queries: list[tuple[str, frozenset[str]]]
+    notes: list[str] = field(default_factory=list)
+
+
+_TITLE = re.compile(rb"<title[^>]*>(.*?)</title\s*>", re.S | re.I)
+_PRODUCT_SUFFIX = re.compile(
+    r"\s*[\u2014\u2013|-]\s*(?:Python|PostgreSQL)\s+[\d.x]+\s+[Dd]ocumentation\s*$"
+)
+_PRODUCT_ONLY = re.compile(r"^(?:Python|PostgreSQL)\s+[\d.x]+\s+Documentation$", re.I)
+_PRODUCT_PREFIX = re.compile(r"^PostgreSQL:\s*Documentation:\s*[\d.x]+:\s*", re.I)
+_SECTION = re.compile(
+    r"^(?:(?:Chapter|Appendix|Part)\s+[A-Z0-9]+(?:\.\d+)*\.?"  # Chapter 48. / Appendix J.
+    r"|\d+(?:\.\d+)*\."  # 1. / 7.5.
+    r"|[A-Z](?:\.\d+)+\."  # J.5.
+    r"|[IVX]+\.)\s+"  # II.
+)
+
+
+def clean_title(raw: str | None) -> str:
+    """A page title as a query: entities decoded, product name and section numbers gone.
+
+    "9.7. Pattern Matching" -> "Pattern Matching", "Sorting HOW TO — Python 3.11.2
+    documentation" -> "Sorting HOW TO"; "" when nothing worth asking remains.
+    """
+    if not raw:
+        return ""
+    title = re.sub(r"<[^>]+>", " ", raw)
+    title = re.sub(r"\s+", " ", html.unescape(title)).strip()
+    title = _PRODUCT_PREFIX.sub("", _PRODUCT_SUFFIX.sub("", title)).strip()
+    if _PRODUCT_ONLY.match(title) or title.lower() in ("<no title>", "untitled"):
+        return ""
+    title = _SECTION.sub("", title, count=1).strip()
+    return title if len(re.findall(r"[^\W\d_]", title)) >= 3 else ""
+
+
+def read_title(path: Path) -> str | None:
+    """The <title> of an HTML file (from its first 64 KiB), or None."""
+    with open(path, "rb") as fh:
+        head = fh.read(65536)
+    m = _TITLE.search(head)
+    return m.group(1).decode("utf-8", errors="replace") if m else None
+
+
+def build_docs_titles(
+    roots: Sequence[Path], n_queries: int, n_corpus: int, seed: int
+) -> LabelledSet:
+    """Seeded sample of `n_corpus` pages under `roots`, and `n_queries` distinct titles."""
+    pages: dict[str, Path] = {}
+    for root in roots:
+        for p in sorted(root.rglob("*.htm*")):
+            if p.is_file():
+                pages[f"{root.name}/{p.relative_to(root).as_posix()}"] = p
+    if not pages:
+        raise EvalError(f"no HTML pages under {', '.join(map(str, roots))}")
+    rng = random.Random(seed)
+    keys = sorted(rng.sample(sorted(pages), min(n_corpus, len(pages))))
+    by_title: dict[str, list[str]] = {}
+    texts: dict[str, str] = {}
+    for key in keys:
+        title = clean_title(read_title(pages[key]))
+        if title:
+            by_title.setdefault(title.casefold(), []).append(key)
+            texts.setdefault(title.casefold(), title)
+    asked = rng.sample(sorted(by_title), min(n_queries, len(by_title)))
+    queries = [(texts[t], frozenset(by_title[t])) for t in sorted(asked)]
+    per_root = {r.name: sum(k.startswith(r.name + "/") for k in keys) for r in roots}
+    multi = sum(len(rel) > 1 for _, rel in queries)
+    notes = [
+        f"{len(keys)} of {len(pages)} HTML pages indexed ("
+        + ", ".join(f"{n} from {name}" for name, n in per_root.items())
+        + f"); {len(queries)} distinct titles asked ({multi} shared by two or more pages)"
+    ]
+    return LabelledSet("docs-titles", "text", {k: pages[k] for k in keys}, queries, notes)
+
+
+def label_of(path: Path) -> str:
+    """What a qabcs file shows, from its name: "blister_beetle.png" -> "blister beetle"."""
+    return re.sub(r"[\s_-]+", " ", path.stem).strip().lower()
+
+
+def phrase(template: str, label: str) -> str:
+    """`template` with "{a}" as the article the label takes ("a", "an", or none: a plural)."""
+    last = label.split()[-1] if label else ""
+    plural = last.endswith("s") and not last.endswith(("ss", "us", "is"))
+    article = "" if plural else ("an" if label[:1] in "aeiou" else "a")
+    return re.sub(r"\s+", " ", template.format(a=article, label=label)).strip()
+
+
+def build_label_set(
+    name: str,
+    file_type: str,
+    files: Sequence[Path],
+    template: str,
+    n_queries: int,
+    seed: int,
+) -> LabelledSet:
+    """Files under neutral, shuffled names; one query per label (a seeded sample of them)."""
+    rng = random.Random(seed)
+    shuffled = sorted(files)
+    rng.shuffle(shuffled)
+    width = max(4, len(str(len(shuffled))))
+    staged = {f"{i:0{width}d}{p.suffix.lower()}": p for i, p in enumerate(shuffled, 1)}
+    by_label: dict[str, set[str]] = {}
+    for key, p in staged.items():
+        by_label.setdefault(label_of(p), set()).add(key)
+    asked = sorted(rng.sample(sorted(by_label), min(n_queries, len(by_label))))
+    queries = [(phrase(template, lab), frozenset(by_label[lab])) for lab in asked]
+    notes = [
+        f"{len(staged)} files indexed under neutral names, {len(by_label)} labels, "
+        f"{len(queries)} asked"
+    ]
+    return LabelledSet(name, file_type, staged, queries, notes)
+
+
+# ---- samples, staging ----------------------------------------------------------------------
+
+
+def has_files(folder: Path) -> bool:
+    return folder.is_dir() and any(p.is_file() for p in folder.rglob("*"))
+
+
+def ensure_samples(name: str, samples: Path = SAMPLES) -> Path:
+    """samples/<name>, fetched by scripts/fetch_samples.py when missing or empty."""
+    folder = samples / name
+    if has_files(folder):
+        return folder
+    print(f"fetching sample set '{name}' with scripts/fetch_samples.py ...", file=sys.stderr)
+    cmd = [sys.executable, str(REPO / "scripts" / "fetch_samples.py"), name]
+    if samples.resolve() != SAMPLES.resolve():
+        cmd += ["--dest", str(samples)]
+    try:
+        res = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise EvalError(f"could not fetch sample set '{name}': {exc}") from None
+    if res.returncode != 0 or not has_files(folder):
+        lines = (res.stderr or res.stdout).strip().splitlines()
+        why = lines[-1] if lines else f"exit code {res.returncode}"
+        raise EvalError(
+            f"could not fetch sample set '{name}' (python scripts/fetch_samples.py {name}): {why}"
+        )
+    return folder
+
+
+def stage(files: dict[str, Path], dest: Path) -> dict[str, str]:
+    """Mirror `files` (key -> source) into dest/key, copying only what changed and removing
+    what is no longer wanted, so a re-run re-indexes nothing. Returns real path -> key."""
+    dest.mkdir(parents=True, exist_ok=True)
+    wanted = {(dest / key).resolve(): key for key in files}
+    for p in sorted(dest.rglob("*"), reverse=True):
+        if p.is_file() and p.resolve() not in wanted:
+            p.unlink()
+        elif p.is_dir() and not any(p.iterdir()):
+            p.rmdir()
+    for key, src in files.items():
+        dst = dest / key
+        st = src.stat()
+        if dst.is_file():
+            have = dst.stat()
+            if have.st_size == st.st_size and have.st_mtime_ns == st.st_mtime_ns:
+                continue
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(src, dst)
+    return {os.path.realpath(p): key for p, key in wanted.items()}
+
+
+# ---- running -------------------------------------------------------------------------------
+
+
+@dataclass
+class Row:
+    set: str
+    mode: str
+    summary: Summary
+    ms_per_query: float
+
+
+@dataclass
+class SetReport:
+    rows: list[Row]
+    notes: list[str]
+
+
+@contextmanager
+def ranking(
+    vector_weight: float | None = None,
+    name_bonus: float | None = None,
+    text_range: tuple[float, float] | None = None,
+) -> Iterator[None]:
+    """Temporarily change searchengine.search's fusion constants (restored on exit)."""
+    import searchengine.search as search
+
+    for attr in ("VECTOR_WEIGHT", "NAME_BONUS", "COSINE_RANGE"):
+        if not hasattr(search, attr):
+            raise EvalError(f"searchengine.search has no {attr}: update eval_retrieval.py")
+    saved = (search.VECTOR_WEIGHT, search.NAME_BONUS, dict(search.COSINE_RANGE))
+    try:
+        if vector_weight is not None:
+            search.VECTOR_WEIGHT = vector_weight
+        if name_bonus is not None:
+            search.NAME_BONUS = name_bonus
+        if text_range is not None:
+            search.COSINE_RANGE["text"] = text_range
+        yield
+    finally:
+        search.VECTOR_WEIGHT, search.NAME_BONUS = saved[0], saved[1]
+        search.COSINE_RANGE.clear()
+        search.COSINE_RANGE.update(saved[2])
+
+
+@dataclass(frozen=True)
+class Mode:
+    name: str
+    vector_weight: float | None = None
+    name_bonus: float | None = None
+    text_range: tuple[float, float] | None = None
+    drop_zero: bool = False
+
+
+FUSED = Mode("fused")
+DOC_MODES = (
+    FUSED,
+    Mode("bm25 only", vector_weight=0.0, drop_zero=True),
+    Mode("vector only", vector_weight=1.0, name_bonus=0.0, text_range=(-1.0, 1.0)),
+)
+
+
+def progress_printer(label: str, every_s: float = 15.0) -> Callable[[str, int, int, str], None]:
+    last = [0.0]
+
+    def report(phase: str, done: int, total: int, _path: str) -> None:
+        now = time.monotonic()
+        if phase == "embed" and now - last[0] >= every_s:
+            last[0] = now
+            print(f"  {label}: embedded {done}/{total} files", file=sys.stderr, flush=True)
+
+    return report
+
+
+def evaluate(
+    labelled: LabelledSet,
+    index_root: Path,
+    modes: Sequence[Mode] = (FUSED,),
+    models: dict[str, str] | None = None,
+    clip_pretrained: str | None = None,
+    seed: int = 0,
+    fresh: bool = False,
+    mode_suffix: str = "",
+) -> SetReport:
+    """Stage and index the set's files, ask every query in every mode, and summarise."""
+    from searchengine import Engine
+
+    base = index_root / labelled.name
+    index_dir = base / "index"
+    if fresh and index_dir.exists():
+        shutil.rmtree(index_dir)
+    keys = stage(labelled.files, base / "corpus")
+    notes = list(labelled.notes)
+    with Engine(index_dir, create=True, models=models, clip_pretrained=clip_pretrained) as eng:
+        t0 = time.perf_counter()
+        summary = eng.index([base / "corpus"], progress=progress_printer(labelled.name))
+        index_s = time.perf_counter() - t0
+        status = eng.status()
+        counts = status["types"].get(labelled.file_type, {})
+        if counts.get("pending"):
+            reasons = {p["reason"] for p in status["pending"] if p.get("reason")}
+            raise EvalError(
+                f"{labelled.name}: {counts['pending']} files wait for a model: "
+                + ("; ".join(sorted(reasons)) or "weights missing")
+            )
+        if not counts.get("indexed"):
+            raise EvalError(f"{labelled.name}: no {labelled.file_type} file could be indexed")
+        vectors = {s: v["vectors"] for s, v in status["spaces"].items() if v["vectors"]}
+        notes.append(
+            f"index: {counts.get('indexed', 0)} files indexed, {counts.get('failed', 0)} failed, "
+            f"{counts.get('skipped', 0)} skipped; vectors "
+            + ", ".join(f"{s} {n}" for s, n in vectors.items())
+            + f"; {summary.added + summary.changed} embedded in this run, {index_s:.1f} s"
+        )
+        eng.search(labelled.queries[0][0], k=MRR_K, types=[labelled.file_type])  # warm up
+        rows = []
+        for mode in modes:
+            runs, took = [], []
+            with ranking(mode.vector_weight, mode.name_bonus, mode.text_range):
+                for query, relevant in labelled.queries:
+                    t0 = time.perf_counter()
+                    hits = eng.search(query, k=MRR_K, types=[labelled.file_type])
+                    took.append(time.perf_counter() - t0)
+                    ranked = [
+                        keys.get(os.path.realpath(h.path), h.path)
+                        for h in hits
+                        if not (mode.drop_zero and h.score <= 0)
+                    ]
+                    runs.append((ranked, relevant))
+            rows.append(
+                Row(
+                    labelled.name,
+                    mode.name + mode_suffix,
+                    summarise(runs),
+                    1000 * statistics.median(took),
+                )
+            )
+    rng = random.Random(seed)
+    pool = sorted(labelled.files)
+    chance = []
+    for _, relevant in labelled.queries:
+        chance.append((rng.sample(pool, min(MRR_K, len(pool))), relevant))
+    rows.append(Row(labelled.name, "random (chance)", summarise(chance), 0.0))
+    return SetReport(rows, notes)
+
+
+def evaluate_docs(
+    roots: Sequence[Path],
+    index_root: Path,
+    n_queries: int = 150,
+    n_corpus: int = 400,
+    seed: int = 0,
+    fresh: bool = False,
+) -> SetReport:
+    """The docs-titles set over HTML pages under `roots`, in all modes."""
+    labelled = build_docs_titles(roots, n_queries, n_corpus, seed)
+    if not labelled.queries:
+        raise EvalError("docs-titles: no page with a usable <title>")
+    return evaluate(labelled, index_root, DOC_MODES, seed=seed, fresh=fresh)
+
+
+def is_test_model(path: str | None) -> bool:
+    if not path:
+        return False
+    try:
+        return Path(path).resolve().is_relative_to(TEST_MODELS.resolve())
+    except OSError:
+        return False
+
+
+# ---- output --------------------------------------------------------------------------------
+
+
+def markdown_table(rows: Sequence[Row]) -> str:
+    out = [
+        "| set | mode | queries | R@1 | R@5 | R@10 | MRR@10 | ms/query |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        s = r.summary
+        ms = f"{r.ms_per_query:.0f}" if r.ms_per_query else "-"
+        out.append(
+            f"| {r.set} | {r.mode} | {s.queries} | {s.recall[1]:.3f} | {s.recall[5]:.3f} | "
+            f"{s.recall[10]:.3f} | {s.mrr:.3f} | {ms} |"
+        )
+    return "\n".join(out)
+
+
+def command_line(argv: Sequence[str]) -> str:
+    script = os.path.relpath(Path(__file__).resolve(), Path.cwd())
+    return " ".join(shlex.quote(a) for a in ["python", script, *argv])
+
+
+def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    ap.add_argument("--sets", default=",".join(SETS), help="comma-separated: " + ", ".join(SETS))
+    ap.add_argument("--index-root", type=Path, default=REPO / "indexes" / "eval")
+    ap.add_argument("--samples", type=Path, default=SAMPLES, help="where sample sets live")
+    ap.add_argument("--queries", type=int, default=150, help="queries per set (at most)")
+    ap.add_argument("--corpus", type=int, default=400, help="pages indexed for docs-titles")
+    ap.add_argument(
+        "--clip-config",
+        "--clip",
+        dest="clip_config",
+        help="open_clip model name or model-config JSON (enables images-labels)",
+    )
+    ap.add_argument("--clip-pretrained", help="open_clip pretrained tag or checkpoint file")
+    ap.add_argument("--clap", help="transformers CLAP id or folder (enables sounds-labels)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--fresh", action="store_true", help="rebuild the indexes from scratch")
+    args = ap.parse_args(argv)
+    args.sets = [s.strip() for s in args.sets.split(",") if s.strip()]
+    unknown = [s for s in args.sets if s not in SETS]
+    if unknown or not args.sets:
+        ap.error(f"unknown set {', '.join(unknown) or '(none)'}: choose from {', '.join(SETS)}")
+    if args.queries < 1 or args.corpus < 1:
+        ap.error("--queries and --corpus must be at least 1")
+    if args.clip_pretrained and not args.clip_config:
+        ap.error("--clip-pretrained needs --clip-config")
+    return args
+
+
+def run(args: argparse.Namespace) -> tuple[list[Row], list[str]]:
+    rows: list[Row] = []
+    notes: list[str] = []
+    for name in args.sets:
+        t0 = time.perf_counter()
+        print(f"{name}: building ...", file=sys.stderr, flush=True)
+        if name == "docs-titles":
+            bigdocs = ensure_samples("bigdocs", args.samples)
+            roots = [p for p in (bigdocs / "python3-doc", bigdocs / "postgresql-doc") if p.is_dir()]
+            report = evaluate_docs(
+                roots or [bigdocs],
+                args.index_root,
+                args.queries,
+                args.corpus,
+                args.seed,
+                args.fresh,
+            )
+            report.notes.append("text model: the index default (all-MiniLM-L6-v2)")
+        elif name == "images-labels":
+            if not args.clip_config:
+                notes.append(
+                    "images-labels: skipped: no CLIP weights given (pass --clip-config "
+                    "NAME_OR_JSON --clip-pretrained TAG_OR_FILE; tests/.models/tiny-clip.* "
+                    "proves the plumbing only)"
+                )
+                continue
+            folder = ensure_samples("images", args.samples) / "qabcs-data"
+            files = [p for p in folder.glob("*/*") if p.suffix.lower() in (".png", ".jpg")]
+            labelled = build_label_set(
+                "images-labels", "image", files, "a picture of {a} {label}", args.queries, args.seed
+            )
+            test = is_test_model(args.clip_config) or is_test_model(args.clip_pretrained)
+            report = evaluate(
+                labelled,
+                args.index_root,
+                (FUSED,),
+                models={"clip": args.clip_config},
+                clip_pretrained=args.clip_pretrained,
+                seed=args.seed,
+                fresh=args.fresh,
+                mode_suffix=", random test model: plumbing only" if test else "",
+            )
+            report.notes.append(
+                f"clip model: {args.clip_config} / {args.clip_pretrained or 'default tag'}"
+                + (
+                    " (tiny random test model: proves the plumbing, measures nothing)"
+                    if test
+                    else ""
+                )
+            )
+        else:
+            if not args.clap:
+                notes.append(
+                    "sounds-labels: skipped: no CLAP weights given (pass --clap ID_OR_DIR; "
+                    "tests/.models/tiny-clap proves the plumbing only)"
+                )
+                continue
+            folder = ensure_samples("sounds", args.samples) / "qabcs-data"
+            files = [p for p in folder.iterdir() if p.suffix.lower() in (".ogg", ".wav", ".mp3")]
+            labelled = build_label_set(
+                "sounds-labels", "audio", files, "the sound of {a} {label}", args.queries, args.seed
+            )
+            test = is_test_model(args.clap)
+            report = evaluate(
+                labelled,
+                args.index_root,
+                (FUSED,),
+                models={"clap": args.clap, "speech": "off"},
+                seed=args.seed,
+                fresh=args.fresh,
+                mode_suffix=", random test model: plumbing only" if test else "",
+            )
+            report.notes.append(
+                f"clap model: {args.clap}, speech-to-text off"
+                + (
+                    " (tiny random test model: proves the plumbing, measures nothing)"
+                    if test
+                    else ""
+                )
+            )
+        rows += report.rows
+        notes += [f"{name}: {n}" for n in report.notes]
+        notes.append(f"{name}: wall time {time.perf_counter() - t0:.1f} s")
+    return rows, notes
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parse_args(argv)
+    started = time.perf_counter()
+    try:
+        rows, notes = run(args)
+    except EvalError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    threads = os.environ.get("SEARCHENGINE_THREADS", "all")
+    print(
+        f"\n### Retrieval quality ({time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores, "
+        f"torch threads {threads})\n"
+    )
+    if rows:
+        print(markdown_table(rows) + "\n")
+    for note in notes:
+        print(f"- {note}")
+    print(f"- total wall time {time.perf_counter() - started:.1f} s")
+    print(f"\nCommand: `{command_line(argv)}`\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,132 @@
+"""Per-index score calibration: where a space's cosines fall for generic queries on *this*
+index's content, so one space's 0.3 and another's 0.3 mean the same thing.
+
+For each space with enough vectors, a fixed set of generic probe queries is embedded and
+compared with a sample of stored vectors: `lo` is the median cosine (what an unrelated match
+scores) and `hi` the mean of each probe's best cosine (what the best match of a vague query
+scores). A cosine maps linearly from [lo, hi] to [0, 1]. The fit is stored in the index
+folder and refreshed when the space's model or size changes by a fifth.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from searchengine.encoders.registry import SPACES
+from searchengine.errors import ModelUnavailable
+
+if TYPE_CHECKING:
+    from searchengine.engine import Engine
+
+FILE_NAME = "calibration.json"
+MIN_VECTORS = 200
+SAMPLE = 4000
+PROBES = [
+    "a photo",
+    "a picture of people",
+    "an animal",
+    "a landscape",
+    "a city street",
+    "food",
+    "a document",
+    "notes from a meeting",
+    "instructions",
+    "a letter",
+    "a recipe",
+    "a report",
+    "music",
+    "someone talking",
+    "a noise",
+    "birds singing",
+    "a car",
+    "water",
+    "a loud sound",
+    "a quiet room",
+    "a person",
+    "a building",
+    "a screenshot",
+    "a diagram",
+    "text",
+    "how to install",
+    "an error message",
+    "a list",
+    "a table of numbers",
+    "a story",
+    "a question",
+    "an answer",
+    "a holiday",
+    "work",
+    "a family",
+    "sports",
+    "nature",
+    "night",
+    "a machine",
+    "a child",
+    "a cat",
+    "a dog",
+    "a phone call",
+    "a song",
+    "an interview",
+    "a lecture",
+    "the news",
+    "a game",
+    "a movie scene",
+    "an old photograph",
+]
+
+
+def load(index_dir: Path) -> dict[str, dict[str, float | str | int]]:
+    try:
+        return json.loads((index_dir / FILE_NAME).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+
+
+def ranges(index_dir: Path, models: dict[str, str]) -> dict[str, tuple[float, float]]:
+    """Fitted (lo, hi) per space, for the spaces whose stored fit matches their model."""
+    out = {}
+    for space, fit in load(index_dir).items():
+        if fit.get("model") == models.get(space):
+            out[space] = (float(fit["lo"]), float(fit["hi"]))
+    return out
+
+
+def fit_space(probes: np.ndarray, rows: np.ndarray) -> tuple[float, float]:
+    sims = probes @ rows.T
+    lo = float(np.median(sims))
+    hi = float(np.mean(sims.max(axis=1)))
+    return lo, max(hi, lo + 0.05)
+
+
+def refresh(engine: Engine) -> None:
+    """Refit the spaces whose size or model changed enough since the last fit."""
+    fits = load(engine.dir)
+    changed = False
+    for space in SPACES:
+        ids = engine.catalog.vector_ids(space)
+        model = engine.config.model_key(space)
+        old = fits.get(space)
+        if len(ids) < MIN_VECTORS:
+            changed |= fits.pop(space, None) is not None
+            continue
+        if old and old.get("model") == model and abs(len(ids) - int(old["vectors"])) < len(ids) / 5:
+            continue
+        try:
+            encoder = engine.models.encoder(space)
+        except ModelUnavailable:
+            continue
+        rng = np.random.default_rng(0)
+        sample = rng.choice(ids, size=min(SAMPLE, len(ids)), replace=False)
+        _, rows = engine.catalog.vectors(sample.tolist())
+        lo, hi = fit_space(encoder.embed_queries(PROBES), rows)
+        fits[space] = {"model": model, "lo": lo, "hi": hi, "vectors": int(len(ids))}
+        changed = True
+    if changed:
+        tmp = engine.dir / (FILE_NAME + ".tmp")
+        tmp.write_text(json.dumps(fits, indent=2), encoding="utf-8")
+        os.replace(tmp, engine.dir / FILE_NAME)
