@@ -139,7 +139,8 @@ _TITLE = re.compile(rb"<title[^>]*>(.*?)</title\s*>", re.S | re.I)
 _PRODUCT_SUFFIX = re.compile(
     r"\s*[\u2014\u2013|-]\s*(?:Python|PostgreSQL)\s+[\d.x]+\s+[Dd]ocumentation\s*$"
 )
-_PRODUCT_ONLY = re.compile(r"^(?:Python|PostgreSQL)\s+[\d.x]+\s+Documentation$", re.I)
+_PRODUCT_ONLY = re.compile(r"^(?:(?:Python|PostgreSQL)\s+)?[\d.x]+\s+Documentation$", re.I)
+_INVISIBLE = re.compile("[\u00ad\u200b-\u200d\u2060\ufeff]")
 _PRODUCT_PREFIX = re.compile(r"^PostgreSQL:\s*Documentation:\s*[\d.x]+:\s*", re.I)
 _SECTION = re.compile(
     r"^(?:(?:Chapter|Appendix|Part)\s+[A-Z0-9]+(?:\.\d+)*\.?"  # Chapter 48. / Appendix J.
@@ -158,7 +159,8 @@ def clean_title(raw: str | None) -> str:
     if not raw:
         return ""
     title = re.sub(r"<[^>]+>", " ", raw)
-    title = re.sub(r"\s+", " ", html.unescape(title)).strip()
+    title = _INVISIBLE.sub("", html.unescape(title))
+    title = re.sub(r"\s+", " ", title).strip()
     title = _PRODUCT_PREFIX.sub("", _PRODUCT_SUFFIX.sub("", title)).strip()
     if _PRODUCT_ONLY.match(title) or title.lower() in ("<no title>", "untitled"):
         return ""

@@ -91,6 +91,11 @@ def test_summarise() -> None:
         ("SPI_execute_plan", "SPI_execute_plan"),
         ("A Brief History of Time", "A Brief History of Time"),
         ("PostgreSQL 15.20 Documentation", ""),
+        ("3.11.2 Documentation", ""),
+        (
+            "37.9. collation_character_set_\u200bapplicability",
+            "collation_character_set_applicability",
+        ),
         ("&lt;no title&gt; &#8212; Python 3.11.2 documentation", ""),
         ("12.", ""),
         ("", ""),
