@@ -508,5 +508,5 @@ def test_hour_long_file_streams_in_bounded_memory(tmp_path: Path) -> None:
     # memory: one batch of windows (16 x 1.9 MB) plus a few 30 s chunks, never the whole file
     assert r["clap_peak"] < full_clap_pcm / 10
     assert r["speech_peak"] < full_speech_pcm / 20
-    # the process's peak resident size, imports included, stays below even half the PCM
-    assert r["maxrss"] < full_clap_pcm / 2
+    # (ru_maxrss is not asserted: Linux carries it over from the parent through fork+exec,
+    # so it measures pytest, not the decoder; tracemalloc above sees only this process)
