@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
@@ -16,6 +17,8 @@ from rich.table import Table
 from searchengine.engine import Engine, IndexSummary
 from searchengine.errors import UserError
 from searchengine.types import Hit
+
+T = TypeVar("T")
 
 app = typer.Typer(
     add_completion=False,
@@ -132,6 +135,25 @@ def _render_summary(s: IndexSummary) -> None:
         out.print(f"  moved {old} -> {new}")
 
 
+def _with_engine(index: Path | None, call: Callable[[Engine], T]) -> T:
+    """Open the index, run one call, close it; a user mistake becomes one line on stderr."""
+    engine = _open(index)
+    try:
+        return call(engine)
+    except UserError as exc:
+        _fail(str(exc))
+        raise  # unreachable
+    finally:
+        engine.close()
+
+
+def _show_hits(hits: list[Hit], json_out: bool) -> None:
+    if json_out:
+        _print_json([h.to_json() for h in hits])
+    else:
+        _render_hits(hits)
+
+
 def _render_hits(hits: list[Hit]) -> None:
     if not hits:
         out.print("no matches")
@@ -189,9 +211,9 @@ def search(
     """Search the index with a text query (optionally with an example file)."""
     if not query.strip() and like is None:
         _fail("the query is empty")
-    engine = _open(index)
-    try:
-        hits = engine.search(
+    hits = _with_engine(
+        index,
+        lambda engine: engine.search(
             query,
             k=k,
             types=_types(type_),
@@ -204,15 +226,9 @@ def search(
             like=like,
             negative=negative,
             diverse=diverse,
-        )
-    except UserError as exc:
-        _fail(str(exc))
-    finally:
-        engine.close()
-    if json_out:
-        _print_json([h.to_json() for h in hits])
-    else:
-        _render_hits(hits)
+        ),
+    )
+    _show_hits(hits, json_out)
 
 
 @app.command()
@@ -229,9 +245,9 @@ def similar(
     json_out: JsonOpt = False,
 ) -> None:
     """Find files like an example file."""
-    engine = _open(index)
-    try:
-        hits = engine.similar(
+    hits = _with_engine(
+        index,
+        lambda engine: engine.similar(
             str(file),
             k=k,
             types=_types(type_),
@@ -240,15 +256,9 @@ def similar(
             before=before,
             min_duration=min_duration,
             max_duration=max_duration,
-        )
-    except UserError as exc:
-        _fail(str(exc))
-    finally:
-        engine.close()
-    if json_out:
-        _print_json([h.to_json() for h in hits])
-    else:
-        _render_hits(hits)
+        ),
+    )
+    _show_hits(hits, json_out)
 
 
 @app.command()
@@ -266,15 +276,12 @@ def duplicates(
     """Groups of exact copies (same content) and near duplicates (alike in a space)."""
     from searchengine.duplicates import find_duplicates, render_text
 
-    engine = _open(index)
-    try:
-        groups = find_duplicates(
+    groups = _with_engine(
+        index,
+        lambda engine: find_duplicates(
             engine, near=not exact_only, threshold=threshold, types=_types(type_)
-        )
-    except UserError as exc:
-        _fail(str(exc))
-    finally:
-        engine.close()
+        ),
+    )
     if json_out:
         _print_json([g.to_json() for g in groups])
     else:
@@ -306,32 +313,9 @@ def thumb(
 def models(index: IndexOpt = None, json_out: JsonOpt = False) -> None:
     """Each space's configured model and whether its weights can be found here."""
     from searchengine.config import IndexConfig, default_index_dir
-    from searchengine.encoders.registry import SPACES, ModelRegistry
-    from searchengine.errors import ModelUnavailable
+    from searchengine.encoders.registry import ModelRegistry
 
-    folder = index or default_index_dir()
-    registry = ModelRegistry(IndexConfig.load(folder))
-    rows = []
-    for space in SPACES:
-        try:
-            found = registry.resolve(space)
-            rows.append(
-                {
-                    "space": space,
-                    "model": registry.config.model_key(space),
-                    "available": True,
-                    "weights": f"{found.source}: {found.location}",
-                }
-            )
-        except ModelUnavailable as exc:
-            rows.append(
-                {
-                    "space": space,
-                    "model": registry.config.model_key(space),
-                    "available": False,
-                    "weights": str(exc),
-                }
-            )
+    rows = ModelRegistry(IndexConfig.load(index or default_index_dir())).report()
     if json_out:
         _print_json(rows)
         return
@@ -344,11 +328,7 @@ def models(index: IndexOpt = None, json_out: JsonOpt = False) -> None:
 @app.command()
 def status(index: IndexOpt = None, json_out: JsonOpt = False) -> None:
     """What the index holds: files per type and state, models, failures."""
-    engine = _open(index)
-    try:
-        info = engine.status()
-    finally:
-        engine.close()
+    info = _with_engine(index, lambda engine: engine.status())
     if json_out:
         _print_json(info)
         return
@@ -375,13 +355,7 @@ def remove(
     index: IndexOpt = None,
 ) -> None:
     """Remove files or folders from the index (the files on disk are not touched)."""
-    engine = _open(index)
-    try:
-        count = engine.remove([str(p) for p in paths])
-    except UserError as exc:
-        _fail(str(exc))
-    finally:
-        engine.close()
+    count = _with_engine(index, lambda engine: engine.remove([str(p) for p in paths]))
     out.print(f"removed {count} files from the index")
 
 

@@ -243,18 +243,9 @@ class Engine:
             counts[rec.state] = counts.get(rec.state, 0) + 1
         stored = self.catalog.space_models()
         spaces: dict[str, Any] = {}
-        for space in SPACES:
-            try:
-                resolved = self.models.resolve(space)
-                available, detail = True, f"{resolved.source}: {resolved.location}"
-            except ModelUnavailable as exc:
-                available, detail = False, str(exc)
-            spaces[space] = {
-                "model": self.config.model_key(space),
-                "vectors": stored.get(space, ("", 0))[1],
-                "available": available,
-                "weights": detail,
-            }
+        for row in self.models.report():
+            space = str(row.pop("space"))
+            spaces[space] = {**row, "vectors": stored.get(space, ("", 0))[1]}
         problems = [
             {"path": r.path, "type": r.type, "state": r.state, "reason": r.reason}
             for r in records

@@ -89,3 +89,25 @@ def sample_dir() -> Path:
         )
         assert res.returncode == 0, res.stdout + res.stderr
     return root
+
+
+@pytest.fixture(autouse=True)
+def no_downloads(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests never download, whatever the environment says."""
+    monkeypatch.delenv("SEARCHENGINE_ALLOW_DOWNLOAD", raising=False)
+
+
+@pytest.fixture
+def empty_caches(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    """An empty Hugging Face cache and an empty open_clip cache (~/.cache/clip)."""
+    import huggingface_hub.constants
+
+    home = tmp_path / "home"
+    hub = home / ".cache" / "huggingface" / "hub"
+    hub.mkdir(parents=True)
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("HF_HOME", str(hub.parent))
+    monkeypatch.setenv("HF_HUB_CACHE", str(hub))
+    # huggingface_hub reads the cache location once, at import.
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(hub))
+    return hub

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import shutil
 from pathlib import Path
 
@@ -14,41 +13,7 @@ from searchengine.config import IndexConfig
 from searchengine.encoders.registry import ModelRegistry
 from searchengine.errors import ModelUnavailable
 
-ROOT = Path(__file__).resolve().parent.parent
 RATE = 48000
-
-
-def _make_test_models():
-    spec = importlib.util.spec_from_file_location(
-        "make_test_models", ROOT / "scripts" / "make_test_models.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-@pytest.fixture(scope="session")
-def tiny_models(tmp_path_factory) -> dict[str, Path]:
-    return _make_test_models().make_all(tmp_path_factory.getbasetemp() / "tiny-models")
-
-
-@pytest.fixture(autouse=True)
-def no_downloads(monkeypatch):
-    monkeypatch.delenv("SEARCHENGINE_ALLOW_DOWNLOAD", raising=False)
-
-
-@pytest.fixture
-def empty_caches(monkeypatch, tmp_path) -> Path:
-    """An empty Hugging Face cache."""
-    import huggingface_hub.constants
-
-    hub = tmp_path / "hf" / "hub"
-    hub.mkdir(parents=True)
-    monkeypatch.setenv("HF_HOME", str(hub.parent))
-    monkeypatch.setenv("HF_HUB_CACHE", str(hub))
-    # huggingface_hub reads the cache location once, at import.
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(hub))
-    return hub
 
 
 def tiny_config(models: dict[str, Path]) -> IndexConfig:
@@ -58,8 +23,8 @@ def tiny_config(models: dict[str, Path]) -> IndexConfig:
 
 
 @pytest.fixture(scope="module")
-def encoder(tiny_models):
-    return ModelRegistry(tiny_config(tiny_models)).encoder("clap")
+def encoder(test_models):
+    return ModelRegistry(tiny_config(test_models)).encoder("clap")
 
 
 def noise(seconds: float, seed: int) -> np.ndarray:
@@ -78,10 +43,10 @@ def assert_unit_rows(rows: np.ndarray, n: int, dim: int) -> None:
     np.testing.assert_allclose(np.linalg.norm(rows, axis=1), 1.0, atol=1e-5)
 
 
-def test_script_writes_a_save_pretrained_folder(tiny_models):
+def test_script_writes_a_save_pretrained_folder(test_models):
     from transformers import ClapModel, ClapProcessor
 
-    folder = tiny_models["clap"]
+    folder = test_models["clap"]
     assert (folder / "config.json").is_file() and (folder / "model.safetensors").is_file()
     processor = ClapProcessor.from_pretrained(folder, local_files_only=True)
     assert processor.feature_extractor.sampling_rate == RATE
@@ -90,10 +55,10 @@ def test_script_writes_a_save_pretrained_folder(tiny_models):
     assert model.config.projection_dim == 24
 
 
-def test_resolves_folder_as_path(tiny_models):
-    resolved = ModelRegistry(tiny_config(tiny_models)).resolve("clap")
+def test_resolves_folder_as_path(test_models):
+    resolved = ModelRegistry(tiny_config(test_models)).resolve("clap")
     assert resolved.source == "path"
-    assert Path(resolved.location) == tiny_models["clap"].resolve()
+    assert Path(resolved.location) == test_models["clap"].resolve()
 
 
 def test_encoder_identity(encoder):
@@ -191,13 +156,13 @@ def test_default_model_without_cache_or_download_is_unavailable(empty_caches):
     assert "SEARCHENGINE_ALLOW_DOWNLOAD=1" in message
 
 
-def test_default_model_found_in_hugging_face_cache(empty_caches, tiny_models):
+def test_default_model_found_in_hugging_face_cache(empty_caches, test_models):
     # A snapshot laid out as huggingface_hub writes it is found offline and loads.
     commit = "1" * 40
     repo = empty_caches / "models--laion--clap-htsat-unfused"
     (repo / "refs").mkdir(parents=True)
     (repo / "refs" / "main").write_text(commit)
-    shutil.copytree(tiny_models["clap"], repo / "snapshots" / commit)
+    shutil.copytree(test_models["clap"], repo / "snapshots" / commit)
     registry = ModelRegistry(IndexConfig())
     resolved = registry.resolve("clap")
     assert resolved.source == "cache"

@@ -3,7 +3,6 @@ format (model-config JSON + state dict) written by scripts/make_test_models.py."
 
 from __future__ import annotations
 
-import importlib.util
 import shutil
 from pathlib import Path
 
@@ -14,43 +13,7 @@ from PIL import Image
 from searchengine.config import IndexConfig
 from searchengine.encoders.registry import ModelRegistry
 from searchengine.errors import ModelUnavailable
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def _make_test_models():
-    spec = importlib.util.spec_from_file_location(
-        "make_test_models", ROOT / "scripts" / "make_test_models.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-@pytest.fixture(scope="session")
-def tiny_models(tmp_path_factory) -> dict[str, Path]:
-    return _make_test_models().make_all(tmp_path_factory.getbasetemp() / "tiny-models")
-
-
-@pytest.fixture(autouse=True)
-def no_downloads(monkeypatch):
-    monkeypatch.delenv("SEARCHENGINE_ALLOW_DOWNLOAD", raising=False)
-
-
-@pytest.fixture
-def empty_caches(monkeypatch, tmp_path) -> Path:
-    """An empty Hugging Face cache and an empty open_clip cache (~/.cache/clip)."""
-    import huggingface_hub.constants
-
-    home = tmp_path / "home"
-    hub = home / ".cache" / "huggingface" / "hub"
-    hub.mkdir(parents=True)
-    monkeypatch.setenv("HOME", str(home))
-    monkeypatch.setenv("HF_HOME", str(hub.parent))
-    monkeypatch.setenv("HF_HUB_CACHE", str(hub))
-    # huggingface_hub reads the cache location once, at import.
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(hub))
-    return hub
+from tests.conftest import load_script
 
 
 def tiny_config(models: dict[str, Path], **overrides) -> IndexConfig:
@@ -63,8 +26,8 @@ def tiny_config(models: dict[str, Path], **overrides) -> IndexConfig:
 
 
 @pytest.fixture(scope="module")
-def encoder(tiny_models):
-    return ModelRegistry(tiny_config(tiny_models)).encoder("clip")
+def encoder(test_models):
+    return ModelRegistry(tiny_config(test_models)).encoder("clip")
 
 
 def photo(seed: int, size=(120, 80)) -> Image.Image:
@@ -85,27 +48,27 @@ def assert_unit_rows(rows: np.ndarray, n: int, dim: int) -> None:
     np.testing.assert_allclose(np.linalg.norm(rows, axis=1), 1.0, atol=1e-5)
 
 
-def test_script_writes_real_formats_and_is_idempotent(tiny_models):
+def test_script_writes_real_formats_and_is_idempotent(test_models):
     import json
 
     import torch
 
-    cfg = json.loads(tiny_models["clip_config"].read_text())
+    cfg = json.loads(test_models["clip_config"].read_text())
     assert set(cfg) >= {"embed_dim", "vision_cfg", "text_cfg"}
     assert cfg["text_cfg"]["vocab_size"] == 49408 and cfg["text_cfg"]["context_length"] == 77
-    state = torch.load(tiny_models["clip_checkpoint"], weights_only=True)
+    state = torch.load(test_models["clip_checkpoint"], weights_only=True)
     assert "visual.conv1.weight" in state and "token_embedding.weight" in state
-    before = tiny_models["clip_checkpoint"].stat().st_mtime_ns
-    again = _make_test_models().make_all(tiny_models["clip_config"].parent)
-    assert again == tiny_models
-    assert tiny_models["clip_checkpoint"].stat().st_mtime_ns == before
+    before = test_models["clip_checkpoint"].stat().st_mtime_ns
+    again = load_script("make_test_models").make_all(test_models["clip_config"].parent)
+    assert again == test_models
+    assert test_models["clip_checkpoint"].stat().st_mtime_ns == before
 
 
-def test_resolves_explicit_checkpoint_as_path(tiny_models):
-    resolved = ModelRegistry(tiny_config(tiny_models)).resolve("clip")
+def test_resolves_explicit_checkpoint_as_path(test_models):
+    resolved = ModelRegistry(tiny_config(test_models)).resolve("clip")
     assert resolved.source == "path"
     assert resolved.space == "clip"
-    assert Path(resolved.location) == tiny_models["clip_checkpoint"].resolve()
+    assert Path(resolved.location) == test_models["clip_checkpoint"].resolve()
     assert resolved.extra["model"] == "tiny-clip"
 
 
@@ -164,9 +127,9 @@ def test_forward_pass_can_be_timed_apart_from_preprocessing(encoder):
     )
 
 
-def test_missing_checkpoint_says_what_was_tried(tiny_models, tmp_path):
+def test_missing_checkpoint_says_what_was_tried(test_models, tmp_path):
     missing = tmp_path / "nowhere" / "model.pt"
-    registry = ModelRegistry(tiny_config(tiny_models, clip_pretrained=str(missing)))
+    registry = ModelRegistry(tiny_config(test_models, clip_pretrained=str(missing)))
     with pytest.raises(ModelUnavailable) as caught:
         registry.encoder("clip")
     message = str(caught.value)
@@ -177,15 +140,15 @@ def test_missing_checkpoint_says_what_was_tried(tiny_models, tmp_path):
     assert not registry.available("clip")
 
 
-def test_missing_model_config_json(tiny_models, tmp_path):
-    config = tiny_config(tiny_models)
+def test_missing_model_config_json(test_models, tmp_path):
+    config = tiny_config(test_models)
     config.models["clip"] = str(tmp_path / "absent.json")
     with pytest.raises(ModelUnavailable, match="absent.json"):
         ModelRegistry(config).encoder("clip")
 
 
-def test_unknown_model_name(tiny_models):
-    config = tiny_config(tiny_models)
+def test_unknown_model_name(test_models):
+    config = tiny_config(test_models)
     config.models["clip"] = "ViT-Nope-99"
     with pytest.raises(ModelUnavailable, match="ViT-Nope-99"):
         ModelRegistry(config).resolve("clip")
@@ -211,7 +174,7 @@ def test_default_model_without_cache_or_download_is_unavailable(empty_caches):
     assert "--clip-pretrained" in message and "SEARCHENGINE_ALLOW_DOWNLOAD=1" in message
 
 
-def test_default_model_found_in_hugging_face_cache(empty_caches, tiny_models):
+def test_default_model_found_in_hugging_face_cache(empty_caches, test_models):
     # The tag's weights as huggingface_hub lays them out; resolution must find them offline.
     commit = "0" * 40
     repo = empty_caches / "models--laion--CLIP-ViT-B-32-laion2B-s34B-b79K"
@@ -219,18 +182,18 @@ def test_default_model_found_in_hugging_face_cache(empty_caches, tiny_models):
     snapshot.mkdir(parents=True)
     (repo / "refs").mkdir()
     (repo / "refs" / "main").write_text(commit)
-    shutil.copy(tiny_models["clip_checkpoint"], snapshot / "open_clip_pytorch_model.bin")
+    shutil.copy(test_models["clip_checkpoint"], snapshot / "open_clip_pytorch_model.bin")
     resolved = ModelRegistry(IndexConfig()).resolve("clip")
     assert resolved.source == "cache"
     assert Path(resolved.location) == snapshot / "open_clip_pytorch_model.bin"
     assert resolved.extra["model"] == "ViT-B-32"
 
 
-def test_default_model_found_in_open_clip_cache(empty_caches, tiny_models):
+def test_default_model_found_in_open_clip_cache(empty_caches, test_models):
     # The `openai` tag is fetched by URL into open_clip's own folder, ~/.cache/clip.
     clip_cache = empty_caches.parent.parent / "clip"
     clip_cache.mkdir(parents=True)
-    shutil.copy(tiny_models["clip_checkpoint"], clip_cache / "ViT-B-32.pt")
+    shutil.copy(test_models["clip_checkpoint"], clip_cache / "ViT-B-32.pt")
     resolved = ModelRegistry(IndexConfig(clip_pretrained="openai")).resolve("clip")
     assert resolved.source == "cache"
     assert Path(resolved.location) == clip_cache / "ViT-B-32.pt"
@@ -238,7 +201,7 @@ def test_default_model_found_in_open_clip_cache(empty_caches, tiny_models):
 
 
 @pytest.mark.filterwarnings("ignore::FutureWarning", "ignore::DeprecationWarning")
-def test_torchscript_archive_in_open_clip_cache_is_not_taken(empty_caches, tiny_models):
+def test_torchscript_archive_in_open_clip_cache_is_not_taken(empty_caches, test_models):
     # OpenAI's own ViT-B-32.pt is a TorchScript archive, which the state-dict loader refuses.
     import json
 
@@ -247,15 +210,15 @@ def test_torchscript_archive_in_open_clip_cache_is_not_taken(empty_caches, tiny_
 
     clip_cache = empty_caches.parent.parent / "clip"
     clip_cache.mkdir(parents=True)
-    model = open_clip.CLIP(**json.loads(tiny_models["clip_config"].read_text())).eval()
+    model = open_clip.CLIP(**json.loads(test_models["clip_config"].read_text())).eval()
     torch.jit.save(torch.jit.script(model), str(clip_cache / "ViT-B-32.pt"))
     with pytest.raises(ModelUnavailable, match="open_clip caches"):
         ModelRegistry(IndexConfig(clip_pretrained="openai")).resolve("clip")
 
 
-def test_corrupt_checkpoint_is_unavailable_not_a_crash(tiny_models, tmp_path):
+def test_corrupt_checkpoint_is_unavailable_not_a_crash(test_models, tmp_path):
     broken = tmp_path / "broken.pt"
     broken.write_bytes(b"not a checkpoint")
-    registry = ModelRegistry(tiny_config(tiny_models, clip_pretrained=str(broken)))
+    registry = ModelRegistry(tiny_config(test_models, clip_pretrained=str(broken)))
     with pytest.raises(ModelUnavailable, match="failed to load"):
         registry.encoder("clip")

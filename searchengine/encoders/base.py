@@ -104,3 +104,31 @@ def set_torch_threads() -> None:
     threads = int(os.environ.get("SEARCHENGINE_THREADS", "0")) or (os.cpu_count() or 1)
     if torch.get_num_threads() != threads:
         torch.set_num_threads(threads)
+
+
+def resolve_folder_model(space: str, name: str, repo: str | None, how_to_fix: str) -> Resolved:
+    """The resolution order of DESIGN.md for models that are folders: an explicit local
+    folder, a package that ships the weights, the Hugging Face cache of `repo`, then a
+    download when allowed. `repo` None means `name` can only be a local folder."""
+    from searchengine.encoders.registry import packaged_path
+
+    attempts = Attempts(space, name)
+    path = Path(name).expanduser()
+    if path.is_dir():
+        return Resolved(space, name, str(path.resolve()), "path")
+    if repo is None:
+        attempts.tried.append(f"local folder {name} (no such folder)")
+        raise attempts.fail(how_to_fix)
+    attempts.tried.append("local path")
+    shipped = packaged_path(name)
+    if shipped is not None:
+        return Resolved(space, name, str(shipped), "package")
+    attempts.tried.append("installed packages")
+    cached = hf_cached_snapshot(repo)
+    if cached is not None:
+        return Resolved(space, name, str(cached), "cache")
+    attempts.tried.append("Hugging Face cache")
+    if downloads_allowed():
+        return Resolved(space, name, str(hf_download(repo)), "download")
+    attempts.tried.append("download (off; SEARCHENGINE_ALLOW_DOWNLOAD=1 enables it)")
+    raise attempts.fail(how_to_fix)

@@ -6,19 +6,15 @@ written by `save_pretrained` holding a `ClapModel` and its `ClapProcessor`.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from searchengine.config import IndexConfig
 from searchengine.encoders.base import (
-    Attempts,
     Resolved,
-    downloads_allowed,
-    hf_cached_snapshot,
-    hf_download,
     normalise,
+    resolve_folder_model,
     set_torch_threads,
 )
 
@@ -37,29 +33,8 @@ def _is_hub_id(name: str) -> bool:
 
 
 def resolve(config: IndexConfig) -> Resolved:
-    from searchengine.encoders.registry import packaged_path
-
     name = config.models["clap"]
-    attempts = Attempts("clap", name)
-    path = Path(name).expanduser()
-    if path.is_dir():
-        return Resolved("clap", name, str(path.resolve()), "path")
-    if not _is_hub_id(name):
-        attempts.tried.append(f"local folder {name} (no such folder)")
-        raise attempts.fail(HOW_TO_FIX)
-    attempts.tried.append("local path")
-    shipped = packaged_path(name)
-    if shipped is not None:
-        return Resolved("clap", name, str(shipped), "package")
-    attempts.tried.append("installed packages")
-    cached = hf_cached_snapshot(name)
-    if cached is not None:
-        return Resolved("clap", name, str(cached), "cache")
-    attempts.tried.append("Hugging Face cache")
-    if downloads_allowed():
-        return Resolved("clap", name, str(hf_download(name)), "download")
-    attempts.tried.append("download (off; SEARCHENGINE_ALLOW_DOWNLOAD=1 enables it)")
-    raise attempts.fail(HOW_TO_FIX)
+    return resolve_folder_model("clap", name, name if _is_hub_id(name) else None, HOW_TO_FIX)
 
 
 def _pooled(output: Any) -> Any:

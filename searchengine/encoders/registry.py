@@ -105,6 +105,26 @@ class ModelRegistry:
             self._encoders[space] = enc
             return enc
 
+    def report(self) -> list[dict[str, object]]:
+        """Per space: configured model, whether its weights are found, and where (or why
+        not), without loading anything."""
+        rows: list[dict[str, object]] = []
+        for space in SPACES:
+            try:
+                found = self.resolve(space)
+                available, weights = True, f"{found.source}: {found.location}"
+            except ModelUnavailable as exc:
+                available, weights = False, str(exc)
+            rows.append(
+                {
+                    "space": space,
+                    "model": self.config.model_key(space),
+                    "available": available,
+                    "weights": weights,
+                }
+            )
+        return rows
+
     def available(self, space: str) -> bool:
         try:
             self.encoder(space)

