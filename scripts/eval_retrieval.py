@@ -27,14 +27,21 @@ with a printed line: CLIP and CLAP relevance needs real weights. The tiny random
 tests/.models (scripts/make_test_models.py) may be passed to prove the plumbing; their
 rows are marked as such and measure nothing.
 
-Modes, all measured in the same run on the same index:
+Modes, all measured in the same run on the same index (the docs set has all of them; the
+image and sound sets have `fused` and `random`):
 
-- `fused`: the engine as shipped (`Engine.search`, k=10, restricted to the set's type).
-- `bm25 only` (docs): `searchengine.search.VECTOR_WEIGHT = 0.0`, so a passage scores by
-  BM25 alone, plus the file-name/title BM25 bonus. Hits whose score is 0 were found only
+- `fused`: the engine as shipped (`Engine.search`, k=10, restricted to the set's type):
+  0.8 vector + 0.2 BM25 per passage, the index's fitted cosine range (calibration.json),
+  the file-name bonus, MMR diversity.
+- `fused, no MMR`: the same with `diverse=False`.
+- `fused, no MMR, family range`: also ignores the index's fitted range and maps cosines
+  with the fixed `COSINE_RANGE` of the model family (by patching `search.calibrate`).
+- `bm25 only`: `searchengine.search.VECTOR_WEIGHT = 0.0`, so a passage scores by BM25
+  alone, plus the file-name/title BM25 bonus; no MMR. Hits whose score is 0 were found only
   by the vector route and are dropped.
-- `vector only` (docs): `VECTOR_WEIGHT = 1.0`, `NAME_BONUS = 0.0`, and the text space's
-  `COSINE_RANGE` widened to (-1, 1) so that the ranking is by raw cosine (no clamping ties).
+- `vector only`: `VECTOR_WEIGHT = 1.0`, `NAME_BONUS = 0.0`, `search.calibrate` replaced by
+  (cosine + 1) / 2 so the order is the raw cosine order (the shipped map clamps at 1, which
+  ties every close match); no MMR.
 - `random`: a seeded random order of the indexed files: the chance level.
 
 Metrics per query over the top 10 files: recall@k = |relevant in top k| / |relevant|,
@@ -315,48 +322,61 @@ class SetReport:
     notes: list[str]
 
 
-@contextmanager
-def ranking(
-    vector_weight: float | None = None,
-    name_bonus: float | None = None,
-    text_range: tuple[float, float] | None = None,
-) -> Iterator[None]:
-    """Temporarily change searchengine.search's fusion constants (restored on exit)."""
-    import searchengine.search as search
-
-    for attr in ("VECTOR_WEIGHT", "NAME_BONUS", "COSINE_RANGE"):
-        if not hasattr(search, attr):
-            raise EvalError(f"searchengine.search has no {attr}: update eval_retrieval.py")
-    saved = (search.VECTOR_WEIGHT, search.NAME_BONUS, dict(search.COSINE_RANGE))
-    try:
-        if vector_weight is not None:
-            search.VECTOR_WEIGHT = vector_weight
-        if name_bonus is not None:
-            search.NAME_BONUS = name_bonus
-        if text_range is not None:
-            search.COSINE_RANGE["text"] = text_range
-        yield
-    finally:
-        search.VECTOR_WEIGHT, search.NAME_BONUS = saved[0], saved[1]
-        search.COSINE_RANGE.clear()
-        search.COSINE_RANGE.update(saved[2])
-
-
 @dataclass(frozen=True)
 class Mode:
+    """One way of ranking, made by changing searchengine.search's constants for a while.
+
+    `cosine`: "engine" (the index's fitted range, else the model family's, clamped to
+    0..1, as shipped), "family" (the fixed COSINE_RANGE, ignoring the index's fit) or "raw"
+    ((cosine + 1) / 2: monotonic, never clamped, so the order is the cosine order)."""
+
     name: str
     vector_weight: float | None = None
     name_bonus: float | None = None
-    text_range: tuple[float, float] | None = None
+    cosine: str = "engine"
+    diverse: bool = True
     drop_zero: bool = False
 
 
 FUSED = Mode("fused")
 DOC_MODES = (
     FUSED,
-    Mode("bm25 only", vector_weight=0.0, drop_zero=True),
-    Mode("vector only", vector_weight=1.0, name_bonus=0.0, text_range=(-1.0, 1.0)),
+    Mode("fused, no MMR", diverse=False),
+    Mode("fused, no MMR, family range", cosine="family", diverse=False),
+    Mode("bm25 only", vector_weight=0.0, diverse=False, drop_zero=True),
+    Mode("vector only", vector_weight=1.0, name_bonus=0.0, cosine="raw", diverse=False),
 )
+
+
+@contextmanager
+def ranking(mode: Mode) -> Iterator[None]:
+    """Temporarily set searchengine.search's fusion constants for `mode` (restored on exit)."""
+    import searchengine.search as search
+
+    for attr in ("VECTOR_WEIGHT", "NAME_BONUS", "calibrate"):
+        if not hasattr(search, attr):
+            raise EvalError(f"searchengine.search has no {attr}: update eval_retrieval.py")
+    saved = (search.VECTOR_WEIGHT, search.NAME_BONUS, search.calibrate)
+    engine_calibrate = search.calibrate
+
+    def family(space: str, cosine: float, *_fitted: object, **_kw: object) -> float:
+        return engine_calibrate(space, cosine)
+
+    def raw(_space: str, cosine: float, *_fitted: object, **_kw: object) -> float:
+        return (float(cosine) + 1.0) / 2.0
+
+    try:
+        if mode.vector_weight is not None:
+            search.VECTOR_WEIGHT = mode.vector_weight
+        if mode.name_bonus is not None:
+            search.NAME_BONUS = mode.name_bonus
+        if mode.cosine == "family":
+            search.calibrate = family
+        elif mode.cosine == "raw":
+            search.calibrate = raw
+        yield
+    finally:
+        search.VECTOR_WEIGHT, search.NAME_BONUS, search.calibrate = saved
 
 
 def progress_printer(label: str, every_s: float = 15.0) -> Callable[[str, int, int, str], None]:
@@ -415,10 +435,12 @@ def evaluate(
         rows = []
         for mode in modes:
             runs, took = [], []
-            with ranking(mode.vector_weight, mode.name_bonus, mode.text_range):
+            with ranking(mode):
                 for query, relevant in labelled.queries:
                     t0 = time.perf_counter()
-                    hits = eng.search(query, k=MRR_K, types=[labelled.file_type])
+                    hits = eng.search(
+                        query, k=MRR_K, types=[labelled.file_type], diverse=mode.diverse
+                    )
                     took.append(time.perf_counter() - t0)
                     ranked = [
                         keys.get(os.path.realpath(h.path), h.path)

@@ -1,11 +1,14 @@
-"""Per-index score calibration: where a space's cosines fall for generic queries on *this*
-index's content, so one space's 0.3 and another's 0.3 mean the same thing.
+"""Per-index score calibration: where a space's cosines sit for unrelated content on *this*
+index, so that a space whose vectors all lean one way does not look relevant everywhere.
 
 For each space with enough vectors, a fixed set of generic probe queries is embedded and
-compared with a sample of stored vectors: `lo` is the median cosine (what an unrelated match
-scores) and `hi` the mean of each probe's best cosine (what the best match of a vague query
-scores). A cosine maps linearly from [lo, hi] to [0, 1]. The fit is stored in the index
-folder and refreshed when the space's model or size changes by a fifth.
+compared with a sample of stored vectors; `lo` is the median cosine: what an unrelated match
+scores here. A cosine then maps linearly from [lo, lo + span] to [0, 1], where `span` is the
+model family's width (search.COSINE_RANGE). Only the offset is fitted: an early version also
+fitted the top of the range (the mean best cosine of the vague probes), which squeezed every
+good match to 1.0 and cost a third of recall@1 on the docs-titles evaluation
+(docs/benchmarks.md). The fit is stored in the index folder and refreshed when the space's
+model changes or its size moves by a fifth.
 """
 
 from __future__ import annotations
@@ -89,18 +92,20 @@ def load(index_dir: Path) -> dict[str, dict[str, float | str | int]]:
 
 def ranges(index_dir: Path, models: dict[str, str]) -> dict[str, tuple[float, float]]:
     """Fitted (lo, hi) per space, for the spaces whose stored fit matches their model."""
+    from searchengine.search import COSINE_RANGE
+
     out = {}
     for space, fit in load(index_dir).items():
-        if fit.get("model") == models.get(space):
-            out[space] = (float(fit["lo"]), float(fit["hi"]))
+        if fit.get("model") == models.get(space) and space in COSINE_RANGE:
+            family_lo, family_hi = COSINE_RANGE[space]
+            lo = float(fit["lo"])
+            out[space] = (lo, lo + family_hi - family_lo)
     return out
 
 
-def fit_space(probes: np.ndarray, rows: np.ndarray) -> tuple[float, float]:
-    sims = probes @ rows.T
-    lo = float(np.median(sims))
-    hi = float(np.mean(sims.max(axis=1)))
-    return lo, max(hi, lo + 0.05)
+def fit_space(probes: np.ndarray, rows: np.ndarray) -> float:
+    """The median cosine between generic probes and stored vectors."""
+    return float(np.median(probes @ rows.T))
 
 
 def refresh(engine: Engine) -> None:
@@ -123,8 +128,8 @@ def refresh(engine: Engine) -> None:
         rng = np.random.default_rng(0)
         sample = rng.choice(ids, size=min(SAMPLE, len(ids)), replace=False)
         _, rows = engine.catalog.vectors(sample.tolist())
-        lo, hi = fit_space(encoder.embed_queries(PROBES), rows)
-        fits[space] = {"model": model, "lo": lo, "hi": hi, "vectors": int(len(ids))}
+        lo = fit_space(encoder.embed_queries(PROBES), rows)
+        fits[space] = {"model": model, "lo": lo, "vectors": int(len(ids))}
         changed = True
     if changed:
         tmp = engine.dir / (FILE_NAME + ".tmp")

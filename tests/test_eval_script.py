@@ -151,6 +151,24 @@ def test_fetch_failure_is_a_clear_error(tmp_path: Path, monkeypatch) -> None:
         ev.ensure_samples("bigdocs", tmp_path)
 
 
+def test_ranking_modes_patch_and_restore() -> None:
+    import searchengine.search as search
+
+    before = (search.VECTOR_WEIGHT, search.NAME_BONUS, search.calibrate)
+    fitted = {"text": (0.0, 0.2)}
+    with ev.ranking(ev.Mode("v", vector_weight=1.0, name_bonus=0.0, cosine="raw")):
+        assert (search.VECTOR_WEIGHT, search.NAME_BONUS) == (1.0, 0.0)
+        assert search.calibrate("text", 0.5, fitted) == pytest.approx(0.75)  # no clamp
+    with ev.ranking(ev.Mode("f", cosine="family")):
+        lo, hi = search.COSINE_RANGE["text"]
+        assert search.calibrate("text", hi, fitted) == pytest.approx(1.0)  # fit ignored
+        assert search.calibrate("text", lo, fitted) == pytest.approx(0.0)
+    with pytest.raises(RuntimeError), ev.ranking(ev.Mode("b", vector_weight=0.0)):
+        raise RuntimeError
+    assert (search.VECTOR_WEIGHT, search.NAME_BONUS, search.calibrate) == before
+    assert search.calibrate("text", 0.5, fitted) == 1.0  # the shipped map clamps
+
+
 def test_cli_rejects_unknown_set(capsys) -> None:
     with pytest.raises(SystemExit) as exc:
         ev.parse_args(["--sets", "docs-titles,nonsense"])
@@ -203,7 +221,14 @@ def test_docs_titles_end_to_end(tmp_path: Path) -> None:
     site = write_pages(tmp_path)
     report = ev.evaluate_docs([site], tmp_path / "eval", n_queries=12, n_corpus=20, seed=1)
     modes = [r.mode for r in report.rows]
-    assert modes == ["fused", "bm25 only", "vector only", "random (chance)"]
+    assert modes == [
+        "fused",
+        "fused, no MMR",
+        "fused, no MMR, family range",
+        "bm25 only",
+        "vector only",
+        "random (chance)",
+    ]
     for row in report.rows:
         s = row.summary
         assert s.queries == 12
