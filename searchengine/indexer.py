@@ -203,7 +203,7 @@ class Indexer:
                 last_save = time.monotonic()
 
         for work in self._decoded(todo):
-            if work.decoded is not None and _is_long(work.decoded):
+            if work.decoded is not None and work.decoded.stream is not None:
                 if batch:
                     flush(batch)
                     batch = []
@@ -241,6 +241,11 @@ class Indexer:
         try:
             work.decoded = decode_file(entry.path, self.config)
             work.file_type = work.decoded.file_type
+            if _is_short_media(work.decoded):
+                # a short clip's windows are few: take them now, in this decode thread, so
+                # they are embedded in one batch with other files rather than alone
+                work.decoded.segments += [s for part in work.decoded.stream or () for s in part]
+                work.decoded.stream = None
             if not work.decoded.segments and not _is_long(work.decoded):
                 raise Skip("nothing to index in this file")
         except Skip as exc:
@@ -269,10 +274,20 @@ class Indexer:
         for work in batch:
             if work.decoded is None:
                 continue
-            if _is_long(work.decoded):
+            if work.decoded.stream is not None:
                 self._embed_long(work, summary)
-            else:
-                items += [(work, seg) for seg in work.decoded.segments]
+                continue
+            if work.decoded.speech_source is not None:
+                work.decoded.meta["speech"] = self.config.models.get("speech", "off")
+                try:
+                    work.decoded.segments += self._transcribe(
+                        work.decoded.speech_source, summary
+                    )
+                except Exception as exc:  # a bad sound track costs its speech, not the run
+                    work.state = "failed"
+                    work.reason = f"speech decode error: {type(exc).__name__}: {exc}"
+                work.decoded.speech_source = None
+            items += [(work, seg) for seg in work.decoded.segments]
         vectors = iter(self._embed(items, summary))  # one model call per space for the batch
         for work in batch:
             if work.decoded is not None and not work.vectors:
@@ -384,6 +399,16 @@ class Indexer:
             )
             for line in transcriber.transcribe(source())  # type: ignore[attr-defined]
         ]
+
+
+SHORT_MEDIA_S = 30.0
+"""Audio or video up to this long is decoded whole in the decode threads and batched with
+other files; longer media streams part by part and is committed alone."""
+
+
+def _is_short_media(decoded: Decoded) -> bool:
+    duration = decoded.meta.get("duration")
+    return decoded.stream is not None and duration is not None and duration <= SHORT_MEDIA_S
 
 
 def _is_long(decoded: Decoded) -> bool:
