@@ -73,6 +73,15 @@ def squash_bm25(score: float) -> float:
     return max(0.0, score) / (max(0.0, score) + BM25_HALF)
 
 
+def matched_terms(query: str, text: str | None) -> list[str]:
+    """The query's words that occur in a segment (by FTS5's porter stem), for `reason`."""
+    from searchengine.store.catalog import fts_terms
+
+    have = set(re.findall(r"\w+", (text or "").lower()))
+    stems = {w[:5] for w in have}
+    return [w for w in fts_terms(query) if w in have or w[:5] in stems]
+
+
 def snippet(text: str | None, query: str) -> str | None:
     """A window of the segment text around the first query word found in it."""
     if not text:
@@ -197,7 +206,9 @@ def _rank(
         v = calibrate(row.space, vec_scores[sid], fitted) if sid in vec_scores else 0.0
         b = squash_bm25(bm25.get(sid, 0.0))
         score = VECTOR_WEIGHT * v + (1 - VECTOR_WEIGHT) * b
-        why = f"{row.space} similarity {v:.2f}" + (f", keywords {b:.2f}" if b > 0 else "")
+        why = f"{row.space} similarity {v:.2f}"
+        if b > 0:
+            why += f", keywords {b:.2f} ({', '.join(matched_terms(q.text, row.text))})"
         scored.setdefault(row.file_id, []).append((score, row, why))
     for fid, row in catalog.first_segments(set(names) - set(scored)).items():
         scored[fid] = [(0.0, row, "file name")]

@@ -72,7 +72,7 @@ def test_keyword_match_outranks_weak_semantic_match(tmp_path: Path, index_dir: P
         eng.index([docs])
         hits = eng.search("XK-4471", k=2)
     assert Path(hits[0].path).name == "a.txt"
-    assert "keywords" in hits[0].reason
+    assert "keywords" in hits[0].reason and "xk, 4471" in hits[0].reason
 
 
 def test_long_document_is_chunked_with_overlap(tmp_path: Path, index_dir: Path):

@@ -152,12 +152,18 @@ def file_date(meta: dict[str, Any] | None, mtime_ns: int) -> float:
     return mtime_ns / 1e9
 
 
+def fts_terms(query: str) -> list[str]:
+    """A query's distinct words, as BM25 sees them."""
+    words = [w for w in re.findall(r"\w+", query.lower()) if len(w) > 1 or w.isdigit()]
+    return list(dict.fromkeys(words))
+
+
 def fts_query(query: str) -> str | None:
     """A user's words as a safe FTS5 OR-query (no syntax errors on quotes or operators)."""
-    words = [w for w in re.findall(r"\w+", query.lower()) if len(w) > 1 or w.isdigit()]
+    words = fts_terms(query)
     if not words:
         return None
-    return " OR ".join(f'"{w}"' for w in dict.fromkeys(words))
+    return " OR ".join(f'"{w}"' for w in words)
 
 
 class Catalog:
