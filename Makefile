@@ -41,7 +41,7 @@ demo: install
 	$(SE) index $(addprefix samples/docs/,$(DEMO_DOCS)) samples/video \
 	    samples/sounds/sound-theme-freedesktop --index $(DEMO_INDEX)
 	$(SE) status --index $(DEMO_INDEX)
-	@for q in "how do I install a package" "set up the network interface" \
+	@for q in "how do I install a package" "how do I report a bug" \
 	          "a joke about programmers"; do \
 	    echo; echo "== search: $$q"; \
 	    $(SE) search "$$q" --index $(DEMO_INDEX) -k 3; \

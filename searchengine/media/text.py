@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import codecs
 import io
+import logging
 import os
 import re
 from html.parser import HTMLParser
@@ -12,6 +13,8 @@ from searchengine.errors import DecodeError, Skip
 from searchengine.types import Decoded, Segment
 
 HTML_EXT = {".html", ".htm", ".xhtml"}
+
+logging.getLogger("pypdf").setLevel(logging.ERROR)  # per-page font notes are not our output
 
 
 def bytes_to_str(data: bytes) -> tuple[str, str]:
