@@ -426,3 +426,19 @@ def test_decode_file_routes_images_here(tmp_path: Path) -> None:
     decoded = decode_file(str(path), IndexConfig())
     assert decoded.file_type == "image"
     assert decoded.segments[0].payload.getpixel((8, 8)) == RED
+
+
+def test_heic_photo_decodes_through_the_engine_path(tmp_path: Path) -> None:
+    """iPhone photos are HEIC: pillow-heif (a dependency) lets the same decoder read them."""
+    import pillow_heif
+
+    from searchengine.media import decode_file
+
+    pillow_heif.register_heif_opener()
+    path = tmp_path / "IMG_0001.HEIC"
+    Image.new("RGB", (640, 480), (200, 30, 30)).save(path, format="HEIF")
+    decoded = decode_file(str(path), IndexConfig())
+    assert decoded.file_type == "image"
+    assert decoded.meta["width"] == 640 and decoded.meta["height"] == 480
+    out = decoded.segments[0].payload
+    assert max(out.size) == MAX_SIDE and close(out.getpixel((10, 10)), (200, 30, 30))
