@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -101,7 +101,7 @@ class Indexer:
                     report("scan", len(entries), 0, entry.path)
             report("scan", len(entries), len(entries), "")
             records = self.catalog.all_files()
-            retry = self._retry_ids(records)
+            retry = self._retry_ids()
             cs = diff(
                 entries,
                 records,
@@ -126,12 +126,13 @@ class Indexer:
         summary.seconds = time.monotonic() - started
         return summary
 
-    def _retry_ids(self, records: Sequence[FileRecord]) -> set[int]:
+    def _retry_ids(self) -> set[int]:
         """Files to process again though unchanged: pending ones whose model is now found,
         and ones whose vectors came from a model the config no longer names."""
         retry: set[int] = set()
+        found = {space: self._resolvable(space) for space in SPACES}  # once, not per file
         for fid, waiting in self.catalog.pending_waiting().items():
-            if not waiting or any(self._resolvable(s) for s in waiting):
+            if not waiting or any(found.get(s, False) for s in waiting):
                 retry.add(fid)
         for space in SPACES:
             retry |= self.catalog.stale_files(space, self.config.model_key(space))
