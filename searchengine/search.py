@@ -130,6 +130,28 @@ def merge_moments(moments: list[HitSegment], best: float) -> list[HitSegment]:
     return sorted(merged, key=lambda m: -m.score) + rest
 
 
+def best_moments(
+    segs: list[tuple[float, SegmentRow]], file_type: str, best: float, query: str
+) -> list[HitSegment]:
+    """A hit's segments to show, best first: images have none, audio and video have their
+    touching strong moments merged into time ranges."""
+    moments = [
+        HitSegment(
+            start=row.start,
+            end=row.end,
+            text=snippet(row.text, query),
+            score=score,
+            space=row.space,
+            kind=row.kind,
+        )
+        for score, row in segs
+        if row.kind != "image"
+    ]
+    if file_type in ("audio", "video"):
+        moments = merge_moments(moments, best)
+    return moments[:SEGMENTS_PER_HIT]
+
+
 def run_query(engine: Engine, q: Query) -> list[Hit]:
     """Over-fetch, and fetch more while grouping by file leaves fewer than k files."""
     if not q.text and q.like and not q.negative:
@@ -226,21 +248,8 @@ def _rank(
             why += f", file name {name:.2f}"
         hit = Hit(path=rec.path, type=rec.type, score=score, reason=why)
         hit.best_segment = top.id
-        moments = [
-            HitSegment(
-                start=row.start,
-                end=row.end,
-                text=snippet(row.text, q.text),
-                score=seg_score,
-                space=row.space,
-                kind=row.kind,
-            )
-            for seg_score, row, _ in segs
-            if row.kind != "image" and (seg_score > 0 or row is segs[0][1])
-        ]
-        if rec.type in ("audio", "video"):
-            moments = merge_moments(moments, best)
-        hit.segments = moments[:SEGMENTS_PER_HIT]
+        matched = [(sc, row) for sc, row, _ in segs if sc > 0 or row is top]
+        hit.segments = best_moments(matched, rec.type, best, q.text)
         hits.append(hit)
     hits.sort(key=lambda h: (-h.score, h.path))
     return hits, exhausted
@@ -332,21 +341,7 @@ def run_similar(
         segs.sort(key=lambda s: -s[0])
         best, top = segs[0]
         hit = Hit(path=top.path, type=top.type, score=best, reason=f"{top.space} likeness")
-        moments = [
-            HitSegment(
-                start=r.start,
-                end=r.end,
-                text=snippet(r.text, ""),
-                score=sc,
-                space=r.space,
-                kind=r.kind,
-            )
-            for sc, r in segs
-            if r.kind != "image"
-        ]
-        if top.type in ("audio", "video"):
-            moments = merge_moments(moments, best)
-        hit.segments = moments[:SEGMENTS_PER_HIT]
+        hit.segments = best_moments(segs, top.type, best, "")
         hits.append(hit)
     hits.sort(key=lambda h: (-h.score, h.path))
     return hits[:k]
