@@ -48,6 +48,11 @@ class IndexSummary:
     notes: list[str] = field(default_factory=list)
     moves: list[tuple[str, str]] = field(default_factory=list)
 
+    def note(self, line: str) -> None:
+        """Add a hint once, however many files hit it."""
+        if line not in self.notes:
+            self.notes.append(line)
+
     def to_json(self) -> dict[str, Any]:
         out = asdict(self)
         out["seconds"] = round(self.seconds, 3)
@@ -278,16 +283,11 @@ class Indexer:
             if work.decoded.stream is not None:
                 self._embed_long(work, summary)
                 continue
-            if work.decoded.speech_source is not None:
-                work.decoded.meta["speech"] = self.config.models.get("speech", "off")
-                try:
-                    work.decoded.segments += self._transcribe(
-                        work.decoded.speech_source, summary
-                    )
-                except Exception as exc:  # a bad sound track costs its speech, not the run
-                    work.state = "failed"
-                    work.reason = f"speech decode error: {type(exc).__name__}: {exc}"
-                work.decoded.speech_source = None
+            try:
+                work.decoded.segments += self._transcribe(work.decoded, summary)
+            except Exception as exc:  # a bad sound track costs its speech, not the run
+                work.state = "failed"
+                work.reason = f"speech decode error: {type(exc).__name__}: {exc}"
             items += [(work, seg) for seg in work.decoded.segments]
         vectors = iter(self._embed(items, summary))  # one model call per space for the batch
         for work in batch:
@@ -336,8 +336,7 @@ class Indexer:
                 rows = self.models.encoder(space).embed_items([items[i][1].payload for i in idx])
             except ModelUnavailable as exc:
                 note = str(exc)
-                if note not in summary.notes:
-                    summary.notes.append(note)
+                summary.note(note)
                 for i in idx:
                     work = items[i][0]
                     work.waiting.add(space)
@@ -354,20 +353,17 @@ class Indexer:
         bounded by one part whatever the file's length."""
         decoded = work.decoded
         assert decoded is not None
-        if decoded.speech_source is not None:
-            decoded.meta["speech"] = self.config.models.get("speech", "off")
         segs = list(decoded.segments)
         vecs = self._embed([(work, seg) for seg in segs], summary)
         try:
             for part in decoded.stream or ():
                 vecs += self._embed([(work, seg) for seg in part], summary)
                 segs += part
-            if decoded.speech_source is not None:
-                lines = self._transcribe(decoded.speech_source, summary)
-                for i in range(0, len(lines), BATCH_SEGMENTS):
-                    part = lines[i : i + BATCH_SEGMENTS]
-                    vecs += self._embed([(work, seg) for seg in part], summary)
-                    segs += part
+            lines = self._transcribe(decoded, summary)
+            for i in range(0, len(lines), BATCH_SEGMENTS):
+                part = lines[i : i + BATCH_SEGMENTS]
+                vecs += self._embed([(work, seg) for seg in part], summary)
+                segs += part
         except (DecodeError, OSError) as exc:
             work.state, work.reason = "failed", f"decode error: {exc}"
         except Exception as exc:  # one bad file must not end the run
@@ -377,17 +373,20 @@ class Indexer:
         decoded.segments, decoded.stream, decoded.speech_source = segs, None, None
         work.vectors = vecs
 
-    def _transcribe(
-        self, source: Callable[[], Iterator[tuple[float, Any]]], summary: IndexSummary
-    ) -> list[Segment]:
-        """Transcript lines as `text`-space segments; no speech model is a note, not a state."""
-        if self.config.models.get("speech", "off") == "off":
+    def _transcribe(self, decoded: Decoded, summary: IndexSummary) -> list[Segment]:
+        """A file's transcript lines as `text`-space segments, once (the source is consumed);
+        the speech setting is recorded so changing it later re-makes the file. No speech
+        model is a note, not a state."""
+        source, decoded.speech_source = decoded.speech_source, None
+        if source is None:
+            return []
+        decoded.meta["speech"] = self.config.models.get("speech", "off")
+        if decoded.meta["speech"] == "off":
             return []
         try:
             transcriber = self.models.encoder("speech")
         except ModelUnavailable as exc:
-            if str(exc) not in summary.notes:
-                summary.notes.append(str(exc))
+            summary.note(str(exc))
             return []
         return [
             Segment(
