@@ -12,7 +12,8 @@ Usage::
     python scripts/fetch_samples.py docs images --dest samples --force
 
 Sets: docs (small mixed-format text corpus), bigdocs (>= 12 MB of HTML text),
-images (>= 500 jpg/png), sounds, video (cockatoo.mp4). See docs/samples.md.
+images (>= 500 jpg/png), sounds, video (cockatoo.mp4), manpages (the Linux man-pages as
+plain text, with their SEE ALSO references in see_also.json). See docs/samples.md.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import argparse
 import fnmatch
 import glob
 import gzip
+import json
 import os
 import shutil
 import subprocess
@@ -31,8 +33,12 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import man_text  # noqa: E402  (a sibling script: roff to text, SEE ALSO)
+
 REPO = Path(__file__).resolve().parents[1]
-SETS = ("docs", "bigdocs", "images", "sounds", "video")
+SETS = ("docs", "bigdocs", "images", "sounds", "video", "manpages")
+SEE_ALSO = "see_also.json"
 COPYRIGHT = "COPYRIGHT"
 # Sizes below which a set still counts as fetched but gets a warning.
 MIN_FILES = {"images": 500}
@@ -54,6 +60,7 @@ class Pick:
     into: str = ""  # sub-folder of the source folder
     flat: bool = False  # drop the sub-folders below root
     text: bool = False  # gunzip *.gz and give text files a .txt/.rst/.md suffix
+    man: bool = False  # roff man pages (*.gz) to NAME.SECTION.txt; links become aliases
 
 
 @dataclass(frozen=True)
@@ -67,6 +74,8 @@ class Source:
     # Licence files (globs, "{pkg}" is replaced by the package name) joined into COPYRIGHT.
     licences: tuple[str, ...] = ("usr/share/doc/{pkg}/copyright",)
     note: str = ""  # prepended to COPYRIGHT
+    # The package whose licence files apply, when this one's doc folder only links to it.
+    licence_package: str = ""
 
 
 DOC = "usr/share/doc"
@@ -219,6 +228,17 @@ SOURCES: dict[str, tuple[Source, ...]] = {
             (Pick("usr/lib/python3/dist-packages/imageio/resources/images", ("cockatoo.mp4",)),),
         ),
     ),
+    "manpages": (
+        Source("manpages", ("manpages",), (Pick("usr/share/man", ("man*/*.gz",), man=True),)),
+        Source(
+            "manpages-dev",
+            ("manpages-dev",),
+            (Pick("usr/share/man", ("man*/*.gz",), man=True),),
+            licence_package="manpages",
+            note="manpages-dev's usr/share/doc/manpages-dev is a link to the documentation of\n"
+            "the manpages package (same source package); its copyright file follows.\n",
+        ),
+    ),
 }
 
 
@@ -369,7 +389,31 @@ def safe_dir(part: str) -> str:
     return part.replace(".", "_") if Path(part).suffix else part
 
 
-def copy_picks(root: Path, picks: tuple[Pick, ...], dest: Path) -> int:
+def copy_manpage(path: Path, target_dir: Path, aliases: dict[str, str]) -> bool:
+    """Write a gzipped roff page as plain text (target_dir/NAME.SECTION.txt). A symlink or a
+    `.so` stub is not written: it becomes an alias of the page it points at."""
+    key = man_text.page_key(path)
+    if path.is_symlink():
+        aliases[key] = man_text.page_key(Path(os.readlink(path)))
+        return False
+    with gzip.open(path, "rb") as fh:
+        source = fh.read().decode("utf-8", errors="replace")
+    text = man_text.roff_to_text(source)
+    if text is None:
+        target = man_text.so_target(source)
+        if target:
+            aliases[key] = target
+        return False
+    target_dir.mkdir(parents=True, exist_ok=True)
+    (target_dir / f"{key}.txt").write_text(text, encoding="utf-8")
+    return True
+
+
+def copy_picks(
+    root: Path, picks: tuple[Pick, ...], dest: Path, aliases: dict[str, str] | None = None
+) -> int:
+    """Copy the picked files of an extracted package into dest; man-page aliases (symlinked
+    and `.so` pages) go into `aliases`."""
     copied = 0
     for pick in picks:
         base = resolve_root(root, pick.root)
@@ -381,12 +425,16 @@ def copy_picks(root: Path, picks: tuple[Pick, ...], dest: Path) -> int:
             for name in sorted(files):
                 path = Path(folder) / name
                 rel = path.relative_to(base).as_posix()
-                if path.is_symlink() or not path.is_file():
-                    continue  # symlinks duplicate real files
                 if not any(fnmatch.fnmatch(rel, pat) for pat in pick.include):
                     continue
                 if any(fnmatch.fnmatch(rel, pat) for pat in pick.exclude):
                     continue
+                if pick.man:
+                    target_dir = dest.joinpath(pick.into, *Path(rel).parent.parts)
+                    copied += copy_manpage(path, target_dir, {} if aliases is None else aliases)
+                    continue
+                if path.is_symlink() or not path.is_file():
+                    continue  # symlinks duplicate real files
                 new_name, gunzip = target_name(name, pick.text)
                 parents = [] if pick.flat else [safe_dir(p) for p in Path(rel).parent.parts]
                 target = dest.joinpath(pick.into, *parents, new_name)
@@ -400,10 +448,15 @@ def copy_picks(root: Path, picks: tuple[Pick, ...], dest: Path) -> int:
     return copied
 
 
-def write_licence(root: Path, source: Source, package: str, dest: Path) -> None:
+def write_licence(
+    root: Path, source: Source, package: str, dest: Path, licence_root: Path | None = None
+) -> None:
+    """dest/COPYRIGHT: the source's note and licence files (from `licence_root`, the extracted
+    `source.licence_package`, when given)."""
     texts = [source.note] if source.note else []
+    lic_pkg = source.licence_package or package
     for pattern in source.licences:
-        for match in sorted(glob.glob(str(root / pattern.format(pkg=package)))):
+        for match in sorted(glob.glob(str((licence_root or root) / pattern.format(pkg=lic_pkg)))):
             texts.append(Path(match).read_text(encoding="utf-8", errors="replace"))
     if len(texts) == (1 if source.note else 0):
         say(f"  warning: no licence file found in {package}")
@@ -421,6 +474,7 @@ def fetch_set(name: str, dest_root: Path, fetcher: Fetcher) -> list[str]:
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
     used: list[str] = []
+    aliases: dict[str, str] = {}
     try:
         for source in SOURCES[name]:
             fetched = fetcher.fetch(source)
@@ -428,19 +482,36 @@ def fetch_set(name: str, dest_root: Path, fetcher: Fetcher) -> list[str]:
                 continue
             package, root = fetched
             target = staging / source.folder if source.folder else staging
-            count = copy_picks(root, source.picks, target)
+            count = copy_picks(root, source.picks, target, aliases)
             if count == 0:
                 say(f"  {package}: no matching files")
                 continue
-            write_licence(root, source, package, target)
+            licence_root = None
+            if source.licence_package:
+                other = fetcher.fetch(Source("", (source.licence_package,), ()))
+                licence_root = other[1] if other else None
+            write_licence(root, source, package, target, licence_root)
             used.append(package)
             say(f"  {package}: {count} files -> {show(final / source.folder)}")
+        if any(p.man for source in SOURCES[name] for p in source.picks) and media_files(staging):
+            write_see_also(staging, aliases)
         if media_files(staging):
             shutil.rmtree(final, ignore_errors=True)
             staging.rename(final)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return used
+
+
+def write_see_also(folder: Path, aliases: dict[str, str]) -> dict[str, object]:
+    """folder/see_also.json: every man page's SEE ALSO references (see man_text.py)."""
+    graph = man_text.build_see_also(folder, aliases)
+    (folder / SEE_ALSO).write_text(json.dumps(graph, indent=1, sort_keys=True) + "\n")
+    pages = graph["pages"]
+    assert isinstance(pages, dict)
+    refs = sum(len(p["see_also"]) for p in pages.values())
+    say(f"  {SEE_ALSO}: {len(pages)} pages, {refs} SEE ALSO references, {len(aliases)} aliases")
+    return graph
 
 
 def summary(name: str, dest_root: Path) -> tuple[int, int]:
