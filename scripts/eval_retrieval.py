@@ -1,6 +1,7 @@
 """Measure retrieval quality (recall@k, MRR@10) on labelled sets built from real sample media.
 
-    python scripts/eval_retrieval.py [--sets docs-titles,images-labels,sounds-labels]
+    python scripts/eval_retrieval.py
+        [--sets docs-titles,images-labels,sounds-labels,manpages-seealso]
         [--index-root indexes/eval] [--queries 150] [--corpus 400] [--seed 0]
         [--clip-config CONFIG_OR_NAME --clip-pretrained CHECKPOINT_OR_TAG] [--clap DIR] [--fresh]
 
@@ -19,6 +20,9 @@ scripts/fetch_samples.py takes out of Debian packages (fetched here when missing
   The query is "a picture of a {label}"; relevant = the images with that label.
 - `sounds-labels`: the qabcs-data noises (241 OGGs, "bear.ogg"): "the sound of a {label}".
   Speech-to-text is off for this set, so it measures CLAP alone.
+- `manpages-seealso`: `similar` against its own text model on relatedness judged by people
+  (the SEE ALSO sections of Debian's manpages and manpages-dev), NDCG@5 and R@10; see
+  scripts/eval_similar.py, which builds and runs it.
 
 Image and sound files are indexed under neutral names (0001.png, ...), in shuffled order,
 so neither the file-name BM25 nor the tie-break by path can see the label. Documents keep
@@ -59,39 +63,35 @@ import re
 import shlex
 import shutil
 import statistics
-import subprocess
 import sys
 import time
-from collections.abc import Callable, Collection, Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "scripts"))
 
-SAMPLES = REPO / "samples"
-SETS = ("docs-titles", "images-labels", "sounds-labels")
+import eval_similar  # noqa: E402  (sibling scripts)
+from evalkit import (  # noqa: E402
+    SAMPLES,
+    EvalError,
+    code_version,
+    ensure_samples,
+    index_corpus,
+    recall_at,
+    stage,
+)
+
+SETS = ("docs-titles", "images-labels", "sounds-labels", eval_similar.SET_NAME)
 KS = (1, 5, 10)
 MRR_K = 10
 TEST_MODELS = REPO / "tests" / ".models"
 
 
-class EvalError(Exception):
-    """A problem the user can act on: printed as one line, exit code 2."""
-
-
-# ---- metrics (pure) ------------------------------------------------------------------------
-
-
-def recall_at(ranked: Sequence[str], relevant: Collection[str], k: int) -> float:
-    """Fraction of the relevant items found among the first k of `ranked`."""
-    if not relevant:
-        raise ValueError("a query needs at least one relevant item")
-    if k <= 0:
-        raise ValueError("k must be at least 1")
-    found = set(ranked[:k]) & set(relevant)
-    return len(found) / len(set(relevant))
+# ---- metrics (pure; recall_at and the shared helpers are in evalkit.py) ---------------------
 
 
 def reciprocal_rank(ranked: Sequence[str], relevant: Collection[str], k: int = MRR_K) -> float:
@@ -254,57 +254,6 @@ def build_label_set(
     return LabelledSet(name, file_type, staged, queries, notes)
 
 
-# ---- samples, staging ----------------------------------------------------------------------
-
-
-def has_files(folder: Path) -> bool:
-    return folder.is_dir() and any(p.is_file() for p in folder.rglob("*"))
-
-
-def ensure_samples(name: str, samples: Path = SAMPLES) -> Path:
-    """samples/<name>, fetched by scripts/fetch_samples.py when missing or empty."""
-    folder = samples / name
-    if has_files(folder):
-        return folder
-    print(f"fetching sample set '{name}' with scripts/fetch_samples.py ...", file=sys.stderr)
-    cmd = [sys.executable, str(REPO / "scripts" / "fetch_samples.py"), name]
-    if samples.resolve() != SAMPLES.resolve():
-        cmd += ["--dest", str(samples)]
-    try:
-        res = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        raise EvalError(f"could not fetch sample set '{name}': {exc}") from None
-    if res.returncode != 0 or not has_files(folder):
-        lines = (res.stderr or res.stdout).strip().splitlines()
-        why = lines[-1] if lines else f"exit code {res.returncode}"
-        raise EvalError(
-            f"could not fetch sample set '{name}' (python scripts/fetch_samples.py {name}): {why}"
-        )
-    return folder
-
-
-def stage(files: dict[str, Path], dest: Path) -> dict[str, str]:
-    """Mirror `files` (key -> source) into dest/key, copying only what changed and removing
-    what is no longer wanted, so a re-run re-indexes nothing. Returns real path -> key."""
-    dest.mkdir(parents=True, exist_ok=True)
-    wanted = {(dest / key).resolve(): key for key in files}
-    for p in sorted(dest.rglob("*"), reverse=True):
-        if p.is_file() and p.resolve() not in wanted:
-            p.unlink()
-        elif p.is_dir() and not any(p.iterdir()):
-            p.rmdir()
-    for key, src in files.items():
-        dst = dest / key
-        st = src.stat()
-        if dst.is_file():
-            have = dst.stat()
-            if have.st_size == st.st_size and have.st_mtime_ns == st.st_mtime_ns:
-                continue
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(src, dst)
-    return {os.path.realpath(p): key for p, key in wanted.items()}
-
-
 # ---- running -------------------------------------------------------------------------------
 
 
@@ -320,6 +269,7 @@ class Row:
 class SetReport:
     rows: list[Row]
     notes: list[str]
+    tables: list[str] = field(default_factory=list)  # sets with their own metrics
 
 
 @dataclass(frozen=True)
@@ -379,18 +329,6 @@ def ranking(mode: Mode) -> Iterator[None]:
         search.VECTOR_WEIGHT, search.NAME_BONUS, search.calibrate = saved
 
 
-def progress_printer(label: str, every_s: float = 15.0) -> Callable[[str, int, int, str], None]:
-    last = [0.0]
-
-    def report(phase: str, done: int, total: int, _path: str) -> None:
-        now = time.monotonic()
-        if phase == "embed" and now - last[0] >= every_s:
-            last[0] = now
-            print(f"  {label}: embedded {done}/{total} files", file=sys.stderr, flush=True)
-
-    return report
-
-
 def evaluate(
     labelled: LabelledSet,
     index_root: Path,
@@ -411,26 +349,7 @@ def evaluate(
     keys = stage(labelled.files, base / "corpus")
     notes = list(labelled.notes)
     with Engine(index_dir, create=True, models=models, clip_pretrained=clip_pretrained) as eng:
-        t0 = time.perf_counter()
-        summary = eng.index([base / "corpus"], progress=progress_printer(labelled.name))
-        index_s = time.perf_counter() - t0
-        status = eng.status()
-        counts = status["types"].get(labelled.file_type, {})
-        if counts.get("pending"):
-            reasons = {p["reason"] for p in status["pending"] if p.get("reason")}
-            raise EvalError(
-                f"{labelled.name}: {counts['pending']} files wait for a model: "
-                + ("; ".join(sorted(reasons)) or "weights missing")
-            )
-        if not counts.get("indexed"):
-            raise EvalError(f"{labelled.name}: no {labelled.file_type} file could be indexed")
-        vectors = {s: v["vectors"] for s, v in status["spaces"].items() if v["vectors"]}
-        notes.append(
-            f"index: {counts.get('indexed', 0)} files indexed, {counts.get('failed', 0)} failed, "
-            f"{counts.get('skipped', 0)} skipped; vectors "
-            + ", ".join(f"{s} {n}" for s, n in vectors.items())
-            + f"; {summary.added + summary.changed} embedded in this run, {index_s:.1f} s"
-        )
+        notes.append(index_corpus(eng, base / "corpus", labelled.name, labelled.file_type))
         eng.search(labelled.queries[0][0], k=MRR_K, types=[labelled.file_type])  # warm up
         rows = []
         for mode in modes:
@@ -518,7 +437,12 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     ap.add_argument("--index-root", type=Path, default=REPO / "indexes" / "eval")
     ap.add_argument("--samples", type=Path, default=SAMPLES, help="where sample sets live")
     ap.add_argument("--queries", type=int, default=150, help="queries per set (at most)")
-    ap.add_argument("--corpus", type=int, default=400, help="pages indexed for docs-titles")
+    ap.add_argument(
+        "--corpus",
+        type=int,
+        default=400,
+        help=f"pages indexed for docs-titles and {eval_similar.SET_NAME}",
+    )
     ap.add_argument(
         "--clip-config",
         "--clip",
@@ -541,9 +465,11 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     return args
 
 
-def run(args: argparse.Namespace) -> tuple[list[Row], list[str]]:
+def run(args: argparse.Namespace) -> tuple[list[Row], list[str], list[str]]:
+    """Evaluate each set of args.sets: (table rows, notes, tables of sets with own metrics)."""
     rows: list[Row] = []
     notes: list[str] = []
+    tables: list[str] = []
     for name in args.sets:
         t0 = time.perf_counter()
         print(f"{name}: building ...", file=sys.stderr, flush=True)
@@ -559,6 +485,12 @@ def run(args: argparse.Namespace) -> tuple[list[Row], list[str]]:
                 args.fresh,
             )
             report.notes.append("text model: the index default (all-MiniLM-L6-v2)")
+        elif name == eval_similar.SET_NAME:
+            folder = ensure_samples("manpages", args.samples)
+            pages = eval_similar.build_seealso_set(folder, args.corpus, args.queries, args.seed)
+            sim = eval_similar.evaluate_similar(pages, args.index_root, args.seed, args.fresh)
+            sim.notes.append("text model: the index default (all-MiniLM-L6-v2)")
+            report = SetReport([], sim.notes, [eval_similar.markdown_table(sim.rows)])
         elif name == "images-labels":
             if not args.clip_config:
                 notes.append(
@@ -622,9 +554,10 @@ def run(args: argparse.Namespace) -> tuple[list[Row], list[str]]:
                 )
             )
         rows += report.rows
+        tables += report.tables
         notes += [f"{name}: {n}" for n in report.notes]
         notes.append(f"{name}: wall time {time.perf_counter() - t0:.1f} s")
-    return rows, notes
+    return rows, notes, tables
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -632,7 +565,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     started = time.perf_counter()
     try:
-        rows, notes = run(args)
+        rows, notes, tables = run(args)
     except EvalError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -643,8 +576,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     if rows:
         print(markdown_table(rows) + "\n")
+    for table in tables:
+        print(table + "\n")
     for note in notes:
         print(f"- {note}")
+    print(f"- measured: {code_version()}")
     print(f"- total wall time {time.perf_counter() - started:.1f} s")
     print(f"\nCommand: `{command_line(argv)}`\n")
     return 0

@@ -146,7 +146,7 @@ def test_fetch_failure_is_a_clear_error(tmp_path: Path, monkeypatch) -> None:
     def failing(cmd, **_kw):
         return subprocess.CompletedProcess(cmd, 1, "", "E: Unable to locate package\n")
 
-    monkeypatch.setattr(ev.subprocess, "run", failing)
+    monkeypatch.setattr(subprocess, "run", failing)
     with pytest.raises(ev.EvalError, match="could not fetch sample set 'bigdocs'.*locate"):
         ev.ensure_samples("bigdocs", tmp_path)
 
