@@ -250,3 +250,26 @@ class ClipEncoder:
 
 def load(resolved: Resolved) -> ClipEncoder:
     return ClipEncoder(resolved)
+
+
+def resolve_light(config: IndexConfig) -> Resolved | None:
+    """The checkpoint when finding it needs no open_clip (a file path), for the query path;
+    None for a pretrained tag, whose lookup lives in open_clip (which imports torch)."""
+    checkpoint = Path(config.clip_pretrained).expanduser()
+    if checkpoint.is_file():
+        return Resolved("clip", config.models["clip"], str(checkpoint.resolve()), "path")
+    return None
+
+
+def describe(config: IndexConfig, resolved: Resolved) -> tuple[dict[str, str], dict[str, Path]]:
+    """What defines the model for its identity: the checkpoint's bytes, the model-config
+    JSON's bytes or the open_clip model name, and the pretrained tag (it sets quick_gelu)."""
+    name, tag = config.models["clip"], config.clip_pretrained
+    files = {"checkpoint": Path(resolved.location)}
+    descriptor = {"model": name, "pretrained": tag}
+    if Path(name).suffix == ".json":
+        files["model_config"] = Path(name).expanduser()
+        descriptor["model"] = "file"
+    if Path(tag).expanduser().is_file():
+        descriptor["pretrained"] = "file"
+    return descriptor, files

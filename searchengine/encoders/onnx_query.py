@@ -1,0 +1,149 @@
+"""Text queries embedded by an ONNX export of a space's query tower, on ONNX Runtime.
+
+This is the query process's encoder: it imports onnxruntime, tokenizers and numpy only (no
+torch, transformers, sentence-transformers or open_clip), so `searchengine search` starts in
+a fraction of a second. Exports are written and checked against the full model by export.py;
+the layout of one export folder:
+
+    model.onnx      the query tower, inputs named in query.json, output (batch, dim)
+    tokenizer.json  a `tokenizers` tokenizer, truncation and padding set
+    query.json      what the runtime needs (see `ExportMeta`)
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from searchengine.encoders.base import normalise
+
+FORMAT = 1
+"""Bump when the export layout or its meaning changes: older exports are then ignored."""
+MODEL_FILE = "model.onnx"
+TOKENIZER_FILE = "tokenizer.json"
+META_FILE = "query.json"
+BATCH = 64
+
+
+@dataclass
+class ExportMeta:
+    """query.json: how to tokenize and feed a query, and which model the export came from."""
+
+    space: str
+    identity: str
+    model: str  # the configured model key, for people reading the folder
+    dim: int
+    inputs: list[str]  # ONNX inputs, fed in order: input_ids, attention_mask, token_type_ids
+    max_length: int  # tokens per query, special tokens included
+    pad_id: int
+    pad_token: str
+    fixed_length: bool = False  # pad every query to max_length (CLIP's context length)
+    clean: str = "none"  # "none", "strip", "open_clip:lower", "open_clip:whitespace"
+    prefix: str = ""  # a prompt prepended to every query (sentence-transformers prompts)
+    files: dict[str, str] = field(default_factory=dict)  # file name -> sha256 (written last)
+    format: int = FORMAT
+
+    def save(self, folder: Path) -> None:
+        (folder / META_FILE).write_text(json.dumps(asdict(self), indent=2), encoding="utf-8")
+
+    @classmethod
+    def load(cls, folder: Path) -> ExportMeta:
+        raw = json.loads((folder / META_FILE).read_text(encoding="utf-8"))
+        if raw.get("format") != FORMAT:
+            raise ValueError(f"export format {raw.get('format')} is not {FORMAT}")
+        return cls(**raw)
+
+
+def _open_clip_clean(text: str, lower: bool) -> str:
+    """open_clip's SimpleTokenizer cleaning (ftfy, HTML entities, whitespace), exactly."""
+    import ftfy  # pure Python; open_clip's own dependency
+
+    text = html.unescape(html.unescape(ftfy.fix_text(text))).strip()
+    text = " ".join(text.split()).strip()
+    return text.lower() if lower else text
+
+
+def clean_text(text: str, how: str) -> str:
+    if how == "none":
+        return text
+    if how == "strip":
+        return text.strip()
+    if how == "open_clip:lower":
+        return _open_clip_clean(text, lower=True)
+    if how == "open_clip:whitespace":
+        return _open_clip_clean(text, lower=False)
+    raise ValueError(f"unknown text cleaning '{how}'")
+
+
+def threads() -> int:
+    """`SEARCHENGINE_THREADS`, else every core, as the torch encoders use."""
+    return int(os.environ.get("SEARCHENGINE_THREADS", "0") or 0) or (os.cpu_count() or 1)
+
+
+def load_tokenizer(folder: Path, meta: ExportMeta) -> Any:
+    """The export's tokenizer with truncation and padding set from query.json (the file
+    carries them too; setting them again makes the runtime independent of how it was saved)."""
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_file(str(folder / TOKENIZER_FILE))
+    tokenizer.enable_truncation(max_length=meta.max_length)
+    tokenizer.enable_padding(
+        pad_id=meta.pad_id,
+        pad_token=meta.pad_token,
+        length=meta.max_length if meta.fixed_length else None,
+    )
+    return tokenizer
+
+
+class OnnxQueryEncoder:
+    """Embeds text queries with an exported query tower; the same rows as the full model."""
+
+    def __init__(self, folder: Path) -> None:
+        import onnxruntime as ort
+
+        self.folder = Path(folder)
+        self.meta = ExportMeta.load(self.folder)
+        self.space = self.meta.space
+        self.dim = int(self.meta.dim)
+        self.tokenizer = load_tokenizer(self.folder, self.meta)
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads()
+        options.inter_op_num_threads = 1
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.log_severity_level = 3  # errors only: ORT's notes are not our output
+        self.session = ort.InferenceSession(
+            str(self.folder / MODEL_FILE), sess_options=options, providers=["CPUExecutionProvider"]
+        )
+        self._output = self.session.get_outputs()[0].name
+
+    def tokenize(self, texts: list[str]) -> dict[str, np.ndarray]:
+        """Queries -> the ONNX inputs (int64 arrays of shape (batch, tokens))."""
+        meta = self.meta
+        prepared = [meta.prefix + clean_text(str(t), meta.clean) for t in texts]
+        encodings = self.tokenizer.encode_batch(prepared)
+        columns = {
+            "input_ids": [e.ids for e in encodings],
+            "attention_mask": [e.attention_mask for e in encodings],
+            "token_type_ids": [e.type_ids for e in encodings],
+        }
+        return {name: np.asarray(columns[name], dtype=np.int64) for name in meta.inputs}
+
+    def embed_queries(self, texts: list[str]) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        rows = [
+            self.session.run([self._output], self.tokenize(list(texts[start : start + BATCH])))[0]
+            for start in range(0, len(texts), BATCH)
+        ]
+        return normalise(np.concatenate(rows))
+
+    def embed_items(self, payloads: list[Any]) -> np.ndarray:
+        raise NotImplementedError(
+            "an ONNX query encoder embeds text queries only; index with the full model"
+        )

