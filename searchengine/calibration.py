@@ -24,7 +24,9 @@ from searchengine.encoders.registry import SPACES
 from searchengine.errors import ModelUnavailable
 
 if TYPE_CHECKING:
-    from searchengine.engine import Engine
+    from searchengine.config import IndexConfig
+    from searchengine.encoders.registry import ModelRegistry
+    from searchengine.store.store import Store
 
 FILE_NAME = "calibration.json"
 MIN_VECTORS = 200
@@ -108,30 +110,30 @@ def fit_space(probes: np.ndarray, rows: np.ndarray) -> float:
     return float(np.median(probes @ rows.T))
 
 
-def refresh(engine: Engine) -> None:
+def refresh(store: Store, models: ModelRegistry, config: IndexConfig) -> None:
     """Refit the spaces whose size or model changed enough since the last fit."""
-    fits = load(engine.dir)
+    fits = load(store.dir)
     changed = False
     for space in SPACES:
-        ids = engine.catalog.vector_ids(space)
-        model = engine.config.model_key(space)
+        count = store.catalog.count_vectors(space)
+        model = config.model_key(space)
         old = fits.get(space)
-        if len(ids) < MIN_VECTORS:
+        if count < MIN_VECTORS:
             changed |= fits.pop(space, None) is not None
             continue
-        if old and old.get("model") == model and abs(len(ids) - int(old["vectors"])) < len(ids) / 5:
+        if old and old.get("model") == model and abs(count - int(old["vectors"])) < count / 5:
             continue
         try:
-            encoder = engine.models.encoder(space)
+            encoder = models.encoder(space)
         except ModelUnavailable:
             continue
-        rng = np.random.default_rng(0)
-        sample = rng.choice(ids, size=min(SAMPLE, len(ids)), replace=False)
-        _, rows = engine.catalog.vectors(sample.tolist())
+        rows = store.catalog.sample_vectors(space, SAMPLE)
+        if rows.shape[1] != encoder.dim:
+            continue
         lo = fit_space(encoder.embed_queries(PROBES), rows)
-        fits[space] = {"model": model, "lo": lo, "vectors": int(len(ids))}
+        fits[space] = {"model": model, "lo": lo, "vectors": int(count)}
         changed = True
     if changed:
-        tmp = engine.dir / (FILE_NAME + ".tmp")
+        tmp = store.dir / (FILE_NAME + ".tmp")
         tmp.write_text(json.dumps(fits, indent=2), encoding="utf-8")
-        os.replace(tmp, engine.dir / FILE_NAME)
+        os.replace(tmp, store.dir / FILE_NAME)

@@ -135,9 +135,12 @@ def _render_summary(s: IndexSummary) -> None:
         out.print(f"  moved {old} -> {new}")
 
 
-def _with_engine(index: Path | None, call: Callable[[Engine], T]) -> T:
-    """Open the index, run one call, close it; a user mistake becomes one line on stderr."""
-    engine = _open(index)
+def _with_engine(
+    index: Path | None, call: Callable[[Engine], T], *, readonly: bool = True
+) -> T:
+    """Open the index (read-only unless the call writes), run one call, close it; a user
+    mistake becomes one line on stderr."""
+    engine = _open(index, readonly=readonly)
     try:
         return call(engine)
     except UserError as exc:
@@ -355,7 +358,9 @@ def remove(
     index: IndexOpt = None,
 ) -> None:
     """Remove files or folders from the index (the files on disk are not touched)."""
-    count = _with_engine(index, lambda engine: engine.remove([str(p) for p in paths]))
+    count = _with_engine(
+        index, lambda engine: engine.remove([str(p) for p in paths]), readonly=False
+    )
     out.print(f"removed {count} files from the index")
 
 

@@ -20,7 +20,8 @@ from sqlalchemy import select
 
 from searchengine.encoders.registry import SPACES
 from searchengine.errors import UserError
-from searchengine.store.catalog import Catalog, FileRecord, files, segments
+from searchengine.store.catalog import Catalog, FileRecord, file_vectors, files
+from searchengine.store.schema import decode_vectors
 
 if TYPE_CHECKING:
     from searchengine.engine import Engine
@@ -186,61 +187,37 @@ def _near_groups(
 def file_means(
     catalog: Catalog, space: str, types: Sequence[str] | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(file ids, L2-normalised mean vectors) of every indexed file with vectors in `space`.
-
-    One streamed query over the space's segments, summed per file in numpy batches, so memory
-    stays near one float32 row per file. Only vectors of the space's dominant model count
-    (a half-finished model change must not mix spaces or dimensions).
-    """
+    """(file ids, L2-normalised whole-file vectors) of every indexed file in `space`, read
+    from the catalog's whole-file vectors in one streamed query. Only vectors of the space's
+    dominant model count (a half-finished model change must not mix spaces or sizes)."""
     stored = catalog.space_models().get(space)
     if stored is None:
         return np.zeros(0, np.int64), np.zeros((0, 0), np.float32)
     model = stored[0]
     q = (
-        select(segments.c.file_id, segments.c.vector)
-        .join(files, files.c.id == segments.c.file_id)
+        select(file_vectors.c.file_id, file_vectors.c.vector)
+        .join(files, files.c.id == file_vectors.c.file_id)
         .where(
-            segments.c.space == space,
-            segments.c.vector.is_not(None),
-            segments.c.model.is_(None) if model is None else segments.c.model == model,
+            file_vectors.c.space == space,
+            file_vectors.c.model.is_(None) if model is None else file_vectors.c.model == model,
             files.c.state == "indexed",
         )
-        .order_by(segments.c.id)  # a file's segments are written together: runs of one id
+        .order_by(file_vectors.c.file_id)
     )
     if types:
         q = q.where(files.c.type.in_(list(types)))
-    part_ids: list[np.ndarray] = []
-    part_sums: list[np.ndarray] = []
-    nbytes: int | None = None
+    ids: list[int] = []
+    blobs: list[bytes] = []
     with catalog.engine.connect() as conn:
         result = conn.execute(q)
         while batch := result.fetchmany(_ROW_BATCH):
-            if nbytes is None:
-                nbytes = len(batch[0][1])
-            good = [(fid, blob) for fid, blob in batch if len(blob) == nbytes]
-            if not good:
-                continue
-            fids = np.fromiter((g[0] for g in good), dtype=np.int64, count=len(good))
-            vecs = np.frombuffer(b"".join(g[1] for g in good), dtype=np.float32)
-            ids, sums = _sum_runs(fids, vecs.reshape(len(good), -1))
-            part_ids.append(ids)
-            part_sums.append(sums)
-    if not part_ids:
+            for fid, blob in batch:
+                if not blobs or len(blob) == len(blobs[0]):
+                    ids.append(int(fid))
+                    blobs.append(blob)
+    if not ids:
         return np.zeros(0, np.int64), np.zeros((0, 0), np.float32)
-    ids = np.concatenate(part_ids)
-    sums = np.concatenate(part_sums)
-    del part_ids, part_sums
-    order = np.argsort(ids, kind="stable")
-    ids, sums = _sum_runs(ids[order], sums[order])
-    norms = np.linalg.norm(sums, axis=1, keepdims=True)
-    sums /= np.where(norms > 0, norms, 1.0).astype(np.float32)
-    return ids, sums
-
-
-def _sum_runs(ids: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Rows summed over runs of equal consecutive ids."""
-    starts = np.flatnonzero(np.r_[True, ids[1:] != ids[:-1]])
-    return ids[starts], np.add.reduceat(rows, starts, axis=0, dtype=np.float32)
+    return np.asarray(ids, np.int64), decode_vectors(blobs)
 
 
 def _linked(means: np.ndarray, threshold: float) -> list[np.ndarray]:

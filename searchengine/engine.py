@@ -8,7 +8,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -18,15 +18,39 @@ from searchengine.encoders.registry import SPACES, ModelRegistry
 from searchengine.errors import DecodeError, ModelUnavailable, Skip, UserError
 from searchengine.indexer import Indexer, IndexSummary, ProgressFn
 from searchengine.media import decode_file
-from searchengine.store.catalog import Catalog
-from searchengine.store.vectors import VectorIndex
+from searchengine.search import RankParams
+from searchengine.store.catalog import Catalog, OutdatedFormat
+from searchengine.store.schema import SCHEMA_VERSION
+from searchengine.store.store import Store, VectorCache
 from searchengine.types import FILE_TYPES, Filters, Hit
+
+if TYPE_CHECKING:
+    from searchengine.search import Ranker
+
+QUERY_MODELS = "query-models"
+"""Folder of the index holding the light (ONNX) query encoders exported from its models."""
+
+
+def _format_message(found: int) -> str:
+    if found > SCHEMA_VERSION:
+        return (
+            f"this index was written by a newer searchengine (format {found}; this version "
+            f"reads up to {SCHEMA_VERSION}): upgrade searchengine to use it"
+        )
+    return (
+        f"this index is in an older format ({found}) and this folder is read-only: run "
+        "'searchengine index' once where it is writable to upgrade it"
+    )
 
 __all__ = ["Engine", "IndexSummary", "check_types"]
 
 
 class Engine:
-    """An index folder: catalog.db (truth), one FAISS file per space (cache), config.json."""
+    """An index folder: catalog.db (truth), FAISS caches per space and level, config.json.
+
+    `readonly=True` is how queries open an index: nothing is written (it works on a
+    read-only disk and beside a running `index`), and a long-lived engine sees what another
+    process commits, before each query, without reopening."""
 
     def __init__(
         self,
@@ -35,12 +59,14 @@ class Engine:
         create: bool = False,
         models: dict[str, str] | None = None,
         clip_pretrained: str | None = None,
+        readonly: bool = False,
+        params: RankParams | None = None,
     ) -> None:
         self.dir = Path(index_dir).expanduser() if index_dir else default_index_dir()
+        self.readonly = readonly
         db = self.dir / "catalog.db"
-        if not db.exists() and not create:
+        if not db.exists() and (readonly or not create):
             raise UserError(f"no index at {self.dir} yet: run 'searchengine index PATH' first")
-        self.dir.mkdir(parents=True, exist_ok=True)
         self.config = IndexConfig.load(self.dir)
         changed = not (self.dir / "config.json").exists()
         for space, name in (models or {}).items():
@@ -50,17 +76,40 @@ class Engine:
         if clip_pretrained and clip_pretrained != self.config.clip_pretrained:
             self.config.clip_pretrained = clip_pretrained
             changed = True
-        if changed:
-            self.config.save(self.dir)
-        self.catalog = Catalog(db)
+        if not readonly:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            if changed:
+                self.config.save(self.dir)
+        self.store = self._open_store()
         self.models = ModelRegistry(self.config)
-        self._vectors: dict[str, VectorIndex] = {}
-        self._calibration: dict[str, tuple[float, float]] | None = None
+        self.params = params or RankParams()
+
+    def _open_store(self) -> Store:
+        """Open the catalog; an index of an older format is migrated first (under the
+        writer lock), a newer one is refused with a clear line."""
+        try:
+            store = Store(self.dir, readonly=self.readonly)
+        except OutdatedFormat as exc:
+            if exc.found > SCHEMA_VERSION or not os.access(self.dir, os.W_OK):
+                raise UserError(_format_message(exc.found)) from None
+            with self.writer():
+                Store(self.dir, readonly=False).close()
+            store = Store(self.dir, readonly=True)
+        except ValueError as exc:  # written by a newer version
+            raise UserError(str(exc)) from None
+        if store.catalog.migrated_from == 1:  # version 1's FAISS files are of no use now
+            for old in SPACES:
+                (self.dir / f"{old}.faiss").unlink(missing_ok=True)
+        return store
+
+    @property
+    def catalog(self) -> Catalog:
+        return self.store.catalog
 
     # ---- lifecycle ---------------------------------------------------------------------
 
     def close(self) -> None:
-        self.catalog.close()
+        self.store.close()
 
     def __enter__(self) -> Engine:
         return self
@@ -71,27 +120,31 @@ class Engine:
     @contextmanager
     def writer(self) -> Iterator[None]:
         """One writer per index; readers never wait (SQLite WAL, atomic FAISS files)."""
+        if self.readonly:
+            raise UserError(f"{self.dir} was opened read-only")
         with open(self.dir / "lock", "w") as fh:
             try:
                 fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
-                raise UserError(f"another searchengine process is writing to {self.dir}") from None
+                raise UserError(
+                    f"another searchengine process is writing to {self.dir}: wait for it "
+                    "to finish (searches work meanwhile)"
+                ) from None
             yield
 
-    def vectors(self, space: str) -> VectorIndex:
-        """The space's FAISS index, caught up with the catalog."""
-        vi = self._vectors.get(space)
-        if vi is None:
-            vi = self._vectors[space] = VectorIndex(self.dir, space)
-            vi.sync(self.catalog)
-        return vi
+    def vectors(self, space: str, level: str = "segment") -> VectorCache:
+        """A space's FAISS cache, caught up with the catalog."""
+        return self.store.cache(space, level)
 
     def sync_vectors(self) -> None:
-        for space in SPACES:
-            vi = self._vectors.get(space) or VectorIndex(self.dir, space)
-            self._vectors[space] = vi
-            vi.sync(self.catalog)
-            vi.save()
+        self.store.sync(SPACES)
+
+    def ranker(self) -> Ranker:
+        from searchengine.search import Ranker
+
+        models = {s: self.config.model_key(s) for s in SPACES}
+        encoder_for = getattr(self.models, "query_encoder", self.models.encoder)
+        return Ranker(self.store, encoder_for, models, self.params)
 
     # ---- indexing ----------------------------------------------------------------------
 
@@ -100,7 +153,8 @@ class Engine:
     ) -> IndexSummary:
         """Bring the index up to date with `paths`: embed new and changed files, follow moves,
         forget deleted files. Bad files are recorded with a reason; the run goes on."""
-        return Indexer(self).run(paths, progress)
+        with self.writer():
+            return Indexer(self.store, self.models, self.config, self.dir).run(paths, progress)
 
     # ---- queries -----------------------------------------------------------------------
 
@@ -125,7 +179,7 @@ class Engine:
         `like` adds an example file's vectors to the query, `negative` subtracts a phrase
         ("beach" with negative "people"); filters apply inside retrieval, so k hits come back
         whenever k exist."""
-        from searchengine.search import Query, run_query
+        from searchengine.search import Query
 
         query = (query or "").strip()
         if not query and like is None:
@@ -134,8 +188,7 @@ class Engine:
             raise UserError("-k must be at least 1")
         filters = make_filters(types, path, after, before, min_duration, max_duration)
         example = self._example_vectors(like) if like is not None else None
-        return run_query(
-            self,
+        return self.ranker().run_query(
             Query(
                 text=query,
                 k=k,
@@ -160,12 +213,10 @@ class Engine:
         max_duration: float | None = None,
     ) -> list[Hit]:
         """Files like the given one (indexed or not), in the spaces that file lives in."""
-        from searchengine.search import run_similar
-
         if k <= 0:
             raise UserError("-k must be at least 1")
         filters = make_filters(types, path_glob, after, before, min_duration, max_duration)
-        return run_similar(self, self._example_vectors(path), k, filters)
+        return self.ranker().run_similar(self._example_vectors(path), k, filters)
 
     def _example_vectors(self, path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
         """Per space, the mean vector of a file: stored if indexed, else embedded now."""
@@ -180,12 +231,7 @@ class Engine:
 
     def calibration(self) -> dict[str, tuple[float, float]]:
         """Fitted cosine ranges per space for this index (see calibration.py)."""
-        if self._calibration is None:
-            from searchengine import calibration
-
-            models = {s: self.config.model_key(s) for s in SPACES}
-            self._calibration = calibration.ranges(self.dir, models)
-        return self._calibration
+        return self.store.calibration({s: self.config.model_key(s) for s in SPACES})
 
     def thumbnail(
         self, path: str | os.PathLike[str], out: str | os.PathLike[str], at: float = 0.0

@@ -21,7 +21,11 @@ from searchengine.store.catalog import FileRecord, NewFile
 from searchengine.types import Decoded, Segment
 
 if TYPE_CHECKING:
-    from searchengine.engine import Engine
+    from pathlib import Path
+
+    from searchengine.config import IndexConfig
+    from searchengine.encoders.registry import ModelRegistry
+    from searchengine.store.store import Store
 
 BATCH_SEGMENTS = 256
 BATCH_FILES = 32
@@ -76,13 +80,17 @@ class _Work:
 
 
 class Indexer:
-    """One `index` run over an engine's catalog, models and vector files."""
+    """One `index` run over a Store, with the index's models and settings. The caller
+    holds the writer lock."""
 
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
-        self.catalog = engine.catalog
-        self.models = engine.models
-        self.config = engine.config
+    def __init__(
+        self, store: Store, models: ModelRegistry, config: IndexConfig, index_dir: Path
+    ) -> None:
+        self.store = store
+        self.catalog = store.catalog
+        self.models = models
+        self.config = config
+        self.index_dir = index_dir
 
     def run(
         self, paths: Iterable[str | os.PathLike[str]], progress: ProgressFn | None = None
@@ -98,36 +106,38 @@ class Indexer:
                 raise UserError(f"no such file or folder: {display_path(root)}")
         report = progress or (lambda *_: None)
         summary = IndexSummary()
-        with self.engine.writer():
-            entries: list[Entry] = []
-            for entry in walk(roots, exclude=[str(self.engine.dir)]):
-                entries.append(entry)
-                if len(entries) % 200 == 0:
-                    report("scan", len(entries), 0, entry.path)
-            report("scan", len(entries), len(entries), "")
-            records = self.catalog.all_files()
-            retry = self._retry_ids()
-            cs = diff(
-                entries,
-                records,
-                roots,
-                hasher=_counting_hasher(report, len(entries)),
-            )
-            # pending files whose model is now here, and files embedded by an old model
-            cs.changed += [(r, e) for r, e in cs.unchanged + cs.touched if r.id in retry]
-            cs.unchanged = [(r, e) for r, e in cs.unchanged if r.id not in retry]
-            cs.touched = [(r, e) for r, e in cs.touched if r.id not in retry]
-            self._apply_moves_and_deletes(cs, summary)
-            summary.unchanged = len(cs.unchanged) + len(cs.touched)
-            todo: list[tuple[Entry, FileRecord | None, str | None]] = [
-                (e, None, cs.hashes.get(e.path)) for e in cs.added
-            ] + [(e, r, cs.hashes.get(e.path) or r.sha) for r, e in cs.changed]
-            summary.added = len(cs.added) + len(cs.copies)
-            summary.changed = len(cs.changed)
-            self._copy_duplicates(cs)
-            self._process(todo, summary, report)
-            self.engine.sync_vectors()
-            calibration.refresh(self.engine)
+        entries: list[Entry] = []
+        for entry in walk(roots, exclude=[str(self.index_dir)]):
+            entries.append(entry)
+            if len(entries) % 200 == 0:
+                report("scan", len(entries), 0, entry.path)
+        report("scan", len(entries), len(entries), "")
+        records = self.catalog.all_files()
+        retry = self._retry_ids()
+        cs = diff(
+            entries,
+            records,
+            roots,
+            hasher=_counting_hasher(report, len(entries)),
+        )
+        # pending files whose model is now here, and files embedded by an old model
+        cs.changed += [(r, e) for r, e in cs.unchanged + cs.touched if r.id in retry]
+        cs.unchanged = [(r, e) for r, e in cs.unchanged if r.id not in retry]
+        cs.touched = [(r, e) for r, e in cs.touched if r.id not in retry]
+        self._apply_moves_and_deletes(cs, summary)
+        summary.unchanged = len(cs.unchanged) + len(cs.touched)
+        todo: list[tuple[Entry, FileRecord | None, str | None]] = [
+            (e, None, cs.hashes.get(e.path)) for e in cs.added
+        ] + [(e, r, cs.hashes.get(e.path) or r.sha) for r, e in cs.changed]
+        summary.added = len(cs.added) + len(cs.copies)
+        summary.changed = len(cs.changed)
+        self._copy_duplicates(cs)
+        self._process(todo, summary, report)
+        self.store.sync(SPACES)
+        calibration.refresh(self.store, self.models, self.config)
+        export = getattr(self.models, "export_query_encoders", None)
+        if export is not None:
+            export()
         summary.seconds = time.monotonic() - started
         return summary
 
@@ -205,7 +215,7 @@ class Indexer:
             done += len(items)
             report("embed", done, total, display_path(items[-1].entry.path))
             if time.monotonic() - last_save > SAVE_EVERY_S:
-                self.engine.sync_vectors()
+                self.store.sync(SPACES, rebuild=False)
                 last_save = time.monotonic()
 
         for work in self._decoded(todo):

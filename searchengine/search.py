@@ -2,24 +2,30 @@
 
 Scores: each space's cosine is mapped to 0..1 by a per-space range (where unrelated and
 strongly related pairs fall for that model family); BM25 is squashed to 0..1 by
-b / (b + BM25_HALF). A segment's score is VECTOR_WEIGHT * vector + (1 - VECTOR_WEIGHT) * bm25,
-and a file's score is its best segment plus a small bonus when its name matches.
+b / (b + bm25_half). A segment's score is vector_weight * vector + (1 - vector_weight) *
+bm25, and a file's score is its best segment plus a small bonus when its name matches.
+
+Shown scores are clamped to 0..1, but order never is: hits with equal shown scores are
+ordered by the unclamped value (then by catalog id), never by their names. The knobs are a
+value, `RankParams`, which evaluations pass in instead of patching this module.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
 from searchengine.errors import ModelUnavailable
 from searchengine.store.catalog import SegmentRow
-from searchengine.types import Filters, Hit, HitSegment
+from searchengine.types import FILE_TYPES, Filters, Hit, HitSegment
 
 if TYPE_CHECKING:
-    from searchengine.engine import Engine
+    from searchengine.encoders.base import Encoder
+    from searchengine.store.store import Store
 
 COSINE_RANGE: dict[str, tuple[float, float]] = {
     "text": (0.05, 0.75),
@@ -31,25 +37,33 @@ TYPES_IN_SPACE: dict[str, tuple[str, ...]] = {
     "clip": ("image", "video"),
     "clap": ("audio", "video"),
 }
-VECTOR_WEIGHT = 0.7
-BM25_HALF = 4.0
-NAME_BONUS = 0.15
-SEGMENTS_PER_HIT = 3
-SNIPPET_CHARS = 240
+WHOLE_FILE_TYPES = ("text", "image")
+"""Types whose files `similar` compares as wholes (one vector per file); audio and video
+are matched moment by moment, and list their matching moments."""
 
 
-@dataclass
-class Query:
-    """A search: words, optionally an example's vectors to add and words to subtract."""
+@dataclass(frozen=True)
+class RankParams:
+    """How hits are scored and ordered (docs/ranking.md says why each value)."""
 
-    text: str
-    k: int = 10
-    filters: Filters = field(default_factory=Filters)
-    min_score: float = 0.0
-    like: dict[str, np.ndarray] | None = None
-    negative: str | None = None
-    diverse: bool = True
+    vector_weight: float = 0.7
+    bm25_half: float = 4.0
+    name_bonus: float = 0.15
+    segments_per_hit: int = 3
+    snippet_chars: int = 240
+    mmr_lambda: float = 0.8
+    near_duplicate: float = 0.9
+    similar_floor: float = 0.3
+    negative_weight: float = 0.5
+    cosine_range: Mapping[str, tuple[float, float]] = field(
+        default_factory=lambda: dict(COSINE_RANGE)
+    )
+    calibration: Literal["fitted", "family", "raw"] = "fitted"
+    """fitted: the index's own offset (calibration.json); family: the fixed COSINE_RANGE;
+    raw: (cosine + 1) / 2, the plain cosine order (for evaluations)."""
 
+
+DEFAULT_PARAMS = RankParams()
 
 def glob_for(path: str | None) -> str | None:
     """A user's --path pattern as a SQLite GLOB over absolute paths (relative = any suffix)."""
@@ -61,16 +75,26 @@ def glob_for(path: str | None) -> str | None:
 
 
 def calibrate(
-    space: str, cosine: float, fitted: dict[str, tuple[float, float]] | None = None
+    space: str,
+    cosine: float,
+    fitted: Mapping[str, tuple[float, float]] | None = None,
+    params: RankParams = DEFAULT_PARAMS,
 ) -> float:
-    """A space's cosine on 0..1: from the index's fitted range when it has one, else from the
-    model family's typical range."""
-    lo, hi = (fitted or {}).get(space) or COSINE_RANGE.get(space, (0.0, 1.0))
-    return float(min(1.0, max(0.0, (cosine - lo) / (hi - lo))))
+    """A space's cosine on 0..1, unclamped (callers clamp what they show, never what they
+    order by): from the index's fitted range when it has one, else the family's range."""
+    if params.calibration == "raw":
+        return (cosine + 1.0) / 2.0
+    ranges = fitted if params.calibration == "fitted" else None
+    lo, hi = (ranges or {}).get(space) or params.cosine_range.get(space, (0.0, 1.0))
+    return float((cosine - lo) / (hi - lo))
 
 
-def squash_bm25(score: float) -> float:
-    return max(0.0, score) / (max(0.0, score) + BM25_HALF)
+def clamp(x: float) -> float:
+    return float(min(1.0, max(0.0, x)))
+
+
+def squash_bm25(score: float, half: float = DEFAULT_PARAMS.bm25_half) -> float:
+    return max(0.0, score) / (max(0.0, score) + half)
 
 
 def matched_terms(query: str, text: str | None) -> list[str]:
@@ -82,22 +106,22 @@ def matched_terms(query: str, text: str | None) -> list[str]:
     return [w for w in fts_terms(query) if w in have or w[:5] in stems]
 
 
-def snippet(text: str | None, query: str) -> str | None:
+def snippet(text: str | None, query: str, chars: int = DEFAULT_PARAMS.snippet_chars) -> str | None:
     """A window of the segment text around the first query word found in it."""
     if not text:
         return None
     flat = re.sub(r"\s+", " ", text).strip()
-    if len(flat) <= SNIPPET_CHARS:
+    if len(flat) <= chars:
         return flat
     pos = -1
     for word in re.findall(r"\w{3,}", query.lower()):
         pos = flat.lower().find(word)
         if pos != -1:
             break
-    start = max(0, pos - SNIPPET_CHARS // 3) if pos != -1 else 0
+    start = max(0, pos - chars // 3) if pos != -1 else 0
     start = flat.rfind(" ", 0, start) + 1 if start else 0
-    out = flat[start : start + SNIPPET_CHARS].rstrip()
-    return ("…" if start else "") + out + ("…" if start + SNIPPET_CHARS < len(flat) else "")
+    out = flat[start : start + chars].rstrip()
+    return ("…" if start else "") + out + ("…" if start + chars < len(flat) else "")
 
 
 MERGE_GAP_S = 0.5
@@ -127,19 +151,23 @@ def merge_moments(moments: list[HitSegment], best: float) -> list[HitSegment]:
         else:
             merged.append(HitSegment(m.start, m.end, m.text, m.score, m.space, m.kind))
     rest = [m for m in moments if m.score < best * MERGE_FRACTION or m.start is None]
-    return sorted(merged, key=lambda m: -m.score) + rest
+    return sorted(merged, key=lambda m: -m.score) + rest  # stable: ties keep raw order
 
 
 def best_moments(
-    segs: list[tuple[float, SegmentRow]], file_type: str, best: float, query: str
+    segs: list[tuple[float, SegmentRow]],
+    file_type: str,
+    best: float,
+    query: str,
+    params: RankParams = DEFAULT_PARAMS,
 ) -> list[HitSegment]:
-    """A hit's segments to show, best first: images have none, audio and video have their
-    touching strong moments merged into time ranges."""
+    """A hit's segments to show, in the caller's order (best first by raw score): images
+    have none, audio and video have their touching strong moments merged into ranges."""
     moments = [
         HitSegment(
             start=row.start,
             end=row.end,
-            text=snippet(row.text, query),
+            text=snippet(row.text, query, params.snippet_chars),
             score=score,
             space=row.space,
             kind=row.kind,
@@ -149,199 +177,310 @@ def best_moments(
     ]
     if file_type in ("audio", "video"):
         moments = merge_moments(moments, best)
-    return moments[:SEGMENTS_PER_HIT]
+    return moments[: params.segments_per_hit]
 
 
-def run_query(engine: Engine, q: Query) -> list[Hit]:
-    """Over-fetch, and fetch more while grouping by file leaves fewer than k files."""
-    if not q.text and q.like and not q.negative:
-        hits = run_similar(engine, q.like, q.k, q.filters)
-        return [h for h in hits if h.score >= q.min_score]
-    fetch = max(50, q.k * 8)
-    vectors = _query_vectors(engine, q)
-    while True:
-        hits, exhausted = _rank(engine, q, vectors, fetch)
-        hits = [h for h in hits if h.score >= q.min_score]
-        if len(hits) >= q.k or exhausted:
-            if q.diverse:
-                hits = diversify(engine, hits, q.k)
-            return hits[: q.k]
-        fetch *= 4
+@dataclass
+class Query:
+    """A search: words, optionally an example's vectors to add and words to subtract."""
+
+    text: str
+    k: int = 10
+    filters: Filters = field(default_factory=Filters)
+    min_score: float = 0.0
+    like: dict[str, np.ndarray] | None = None
+    negative: str | None = None
+    diverse: bool = True
 
 
-NEGATIVE_WEIGHT = 0.5
-"""How much of a `--not` phrase's direction is subtracted from the query."""
+def order_hits(hits: list[Hit]) -> list[Hit]:
+    """Best first: shown score, then the unclamped score, then catalog order. Never names."""
+    return sorted(hits, key=lambda h: (-h.score, -h.raw_score, h.file_id))
 
 
-def _query_vectors(engine: Engine, q: Query) -> dict[str, np.ndarray]:
-    """One query vector per space: the words, plus an example's vector, minus `--not` words."""
-    wanted = q.filters.types
-    out: dict[str, np.ndarray] = {}
-    for space, types in TYPES_IN_SPACE.items():
-        if wanted and not set(types) & set(wanted):
-            continue
-        if len(engine.vectors(space)) == 0:
-            continue
-        parts: list[np.ndarray] = []
-        try:
-            encoder = engine.models.encoder(space)
-            if q.text:
-                parts.append(encoder.embed_queries([q.text])[0])
-            if q.like and space in q.like:
-                parts.append(q.like[space])
-            if not parts:
+@dataclass
+class _Scored:
+    """One candidate segment: shown score, unclamped score, row, why."""
+
+    score: float
+    raw: float
+    row: SegmentRow
+    why: str
+
+
+class Ranker:
+    """Runs queries over a Store; encoders come from `encoder_for(space)` (the light query
+    encoders when the index has them), calibration keys from `models`."""
+
+    def __init__(
+        self,
+        store: Store,
+        encoder_for: Callable[[str], Encoder],
+        models: Mapping[str, str],
+        params: RankParams = DEFAULT_PARAMS,
+    ) -> None:
+        self.store = store
+        self.catalog = store.catalog
+        self.encoder_for = encoder_for
+        self.models = dict(models)
+        self.params = params
+
+    # ---- text queries ------------------------------------------------------------------
+
+    def run_query(self, q: Query) -> list[Hit]:
+        """Over-fetch, and fetch more while grouping by file leaves fewer than k files,
+        until the spaces are exhausted or no unseen candidate could reach `min_score`."""
+        if not q.text and q.like and not q.negative:
+            hits = self.run_similar(q.like, q.k, q.filters)
+            return [h for h in hits if h.score >= q.min_score]
+        fetch = max(50, q.k * 8)
+        vectors = self._query_vectors(q)
+        while True:
+            hits, exhausted, ceiling = self._rank(q, vectors, fetch)
+            hits = [h for h in hits if h.score >= q.min_score]
+            if len(hits) >= q.k or exhausted or ceiling < q.min_score:
+                if q.diverse:
+                    hits = self.diversify(hits, q.k)
+                return hits[: q.k]
+            fetch *= 4
+
+    def _query_vectors(self, q: Query) -> dict[str, np.ndarray]:
+        """One query vector per space: the words, plus an example's vector, minus `--not`."""
+        wanted = q.filters.types
+        out: dict[str, np.ndarray] = {}
+        for space, types in TYPES_IN_SPACE.items():
+            if wanted and not set(types) & set(wanted):
                 continue
-            vec = np.sum(parts, axis=0)
-            if q.negative:
-                vec = vec - NEGATIVE_WEIGHT * len(parts) * encoder.embed_queries([q.negative])[0]
-        except ModelUnavailable:
-            continue
-        out[space] = (vec / (np.linalg.norm(vec) or 1.0)).astype(np.float32)
-    return out
+            if len(self.store.cache(space)) == 0:
+                continue
+            parts: list[np.ndarray] = []
+            try:
+                encoder = self.encoder_for(space)
+                if q.text:
+                    parts.append(encoder.embed_queries([q.text])[0])
+                if q.like and space in q.like:
+                    parts.append(q.like[space])
+                if not parts:
+                    continue
+                vec = np.sum(parts, axis=0)
+                if q.negative:
+                    neg = encoder.embed_queries([q.negative])[0]
+                    vec = vec - self.params.negative_weight * len(parts) * neg
+            except ModelUnavailable:
+                continue
+            out[space] = (vec / (np.linalg.norm(vec) or 1.0)).astype(np.float32)
+        return out
 
-
-def _rank(
-    engine: Engine, q: Query, query_vecs: dict[str, np.ndarray], fetch: int
-) -> tuple[list[Hit], bool]:
-    catalog = engine.catalog
-    filters = q.filters
-    exhausted = True
-    vec_scores: dict[int, float] = {}
-    fitted = dict(engine.calibration())
-    if q.like:  # item-to-item likeness sits far above text-to-item cosines
-        fitted.update({space: (SIMILAR_FLOOR, 1.0) for space in q.like})
-    for space, qv in query_vecs.items():
-        allowed = catalog.allowed_segments(space, filters) if filters.active() else None
-        found = engine.vectors(space).search(qv, fetch, allowed)
-        if len(found) >= fetch:
-            exhausted = False
-        for sid, score in found:
-            vec_scores[sid] = score
-    bm25 = dict(catalog.bm25_segments(q.text, fetch, filters)) if q.text else {}
-    if len(bm25) >= fetch:
-        exhausted = False
-    names = dict(catalog.bm25_files(q.text, fetch, filters)) if q.text else {}
-    rows = catalog.segment_rows(set(vec_scores) | set(bm25))
-    _rescore_exact(engine, rows, query_vecs, vec_scores)
-    scored: dict[int, list[tuple[float, SegmentRow, str]]] = {}
-    for sid, row in rows.items():
-        v = calibrate(row.space, vec_scores[sid], fitted) if sid in vec_scores else 0.0
-        b = squash_bm25(bm25.get(sid, 0.0))
-        score = VECTOR_WEIGHT * v + (1 - VECTOR_WEIGHT) * b
-        why = f"{row.space} similarity {v:.2f}"
-        if b > 0:
-            why += f", keywords {b:.2f} ({', '.join(matched_terms(q.text, row.text))})"
-        scored.setdefault(row.file_id, []).append((score, row, why))
-    for fid, row in catalog.first_segments(set(names) - set(scored)).items():
-        scored[fid] = [(0.0, row, "file name")]
-    records = catalog.files_by_id(set(scored) | set(names))
-    hits = []
-    for fid, segs in scored.items():
-        rec = records.get(fid)
-        if rec is None or rec.state not in ("indexed", "pending"):
-            continue
-        segs.sort(key=lambda s: -s[0])
-        name = squash_bm25(names.get(fid, 0.0))
-        best, top, why = segs[0]
-        score = min(1.0, best + NAME_BONUS * name)
-        if name > 0:
-            why += f", file name {name:.2f}"
-        hit = Hit(path=rec.path, type=rec.type, score=score, reason=why)
-        hit.best_segment = top.id
-        matched = [(sc, row) for sc, row, _ in segs if sc > 0 or row is top]
-        hit.segments = best_moments(matched, rec.type, best, q.text)
-        hits.append(hit)
-    hits.sort(key=lambda h: (-h.score, h.path))
-    return hits, exhausted
-
-
-MMR_LAMBDA = 0.8
-NEAR_DUPLICATE = 0.9
-"""Maximal marginal relevance, restricted to near duplicates: a hit is penalised only for
-likeness of at least NEAR_DUPLICATE to a hit already chosen. Penalising all likeness
-reorders topical neighbours too, which cost a fifth of recall@5 on docs-titles."""
-
-
-def diversify(engine: Engine, hits: list[Hit], k: int) -> list[Hit]:
-    """Reorder so near-duplicate files do not fill the page: each next hit maximises
-    MMR_LAMBDA * score - (1 - MMR_LAMBDA) * likeness to the closest hit already chosen
-    (cosine of best segments, same space, counted from NEAR_DUPLICATE up). Scores themselves
-    are left as they are."""
-    pool = hits[: max(k * 3, k + 10)]
-    by_seg = engine.catalog.vector_map([h.best_segment for h in pool if h.best_segment])
-    vecs = [by_seg.get(h.best_segment) if h.best_segment else None for h in pool]
-    chosen: list[int] = []
-    left = list(range(len(pool)))
-    while left and len(chosen) < k:
-
-        def mmr(i: int) -> float:
-            v = vecs[i]
-            sims = [
-                float(v @ vecs[j])
-                for j in chosen
-                if v is not None and vecs[j] is not None and vecs[j].shape == v.shape
-            ]
-            likeness = max(sims, default=0.0)
-            penalty = likeness if likeness >= NEAR_DUPLICATE else 0.0
-            return MMR_LAMBDA * pool[i].score - (1 - MMR_LAMBDA) * penalty
-
-        best = max(left, key=lambda i: (mmr(i), -i))
-        chosen.append(best)
-        left.remove(best)
-    return [pool[i] for i in chosen] + [h for h in hits if h not in pool]
-
-
-def _rescore_exact(
-    engine: Engine,
-    rows: dict[int, SegmentRow],
-    query_vecs: dict[str, np.ndarray],
-    vec_scores: dict[int, float],
-) -> None:
-    """Cosine from stored vectors for every candidate, including those only BM25 found."""
-    missing = [sid for sid, r in rows.items() if sid not in vec_scores and r.space in query_vecs]
-    if not missing:
-        return
-    for sid, vec in engine.catalog.vector_map(missing).items():
-        qv = query_vecs[rows[sid].space]
-        if vec.shape[0] == qv.shape[0]:
-            vec_scores[sid] = float(vec @ qv)
-
-
-SIMILAR_FLOOR = 0.3
-"""Item-to-item cosines sit higher than text-to-item ones; below this nothing is alike."""
-
-
-def run_similar(
-    engine: Engine, example: dict[str, np.ndarray], k: int, filters: Filters
-) -> list[Hit]:
-    """Files nearest to an example's vectors (one mean vector per space it lives in); audio
-    and video hits list their matching moments, adjacent ones merged."""
-    catalog = engine.catalog
-    types = filters.types
-    fetch = max(50, k * 8)
-    while True:
-        per_file: dict[int, list[tuple[float, SegmentRow]]] = {}
+    def _rank(
+        self, q: Query, query_vecs: dict[str, np.ndarray], fetch: int
+    ) -> tuple[list[Hit], bool, float]:
+        """Hits for one fetch size, whether nothing more can be fetched, and the best score
+        a candidate not fetched yet could still reach."""
+        p = self.params
+        catalog = self.catalog
+        filters = q.filters
         exhausted = True
-        for space, qv in example.items():
-            if types and not set(TYPES_IN_SPACE.get(space, ())) & set(types):
+        vec_scores: dict[int, float] = {}
+        fitted = dict(self.store.calibration(self.models))
+        if q.like:  # item-to-item likeness sits far above text-to-item cosines
+            fitted.update({space: (p.similar_floor, 1.0) for space in q.like})
+        lowest_vec = 0.0
+        for space, qv in query_vecs.items():
+            found, done = self.store.search(space, qv, fetch, filters)
+            exhausted &= done
+            if found and not done:
+                lowest_vec = max(lowest_vec, calibrate(space, found[-1][1], fitted, p))
+            vec_scores.update(found)
+        bm25 = dict(catalog.bm25_segments(q.text, fetch, filters)) if q.text else {}
+        lowest_bm25 = 0.0
+        if len(bm25) >= fetch:
+            exhausted = False
+            lowest_bm25 = squash_bm25(min(bm25.values()), p.bm25_half)
+        names = dict(catalog.bm25_files(q.text, fetch, filters)) if q.text else {}
+        rows = catalog.segment_rows(set(vec_scores) | set(bm25))
+        self._rescore_exact(rows, query_vecs, vec_scores)
+        if q.text:
+            bm25.update(catalog.bm25_of(q.text, [sid for sid in rows if sid not in bm25]))
+        per_file: dict[int, list[_Scored]] = {}
+        for sid, row in rows.items():
+            v = calibrate(row.space, vec_scores[sid], fitted, p) if sid in vec_scores else 0.0
+            b = squash_bm25(bm25.get(sid, 0.0), p.bm25_half)
+            raw = p.vector_weight * v + (1 - p.vector_weight) * b
+            score = p.vector_weight * clamp(v) + (1 - p.vector_weight) * b
+            why = f"{row.space} similarity {clamp(v):.2f}"
+            if b > 0:
+                why += f", keywords {b:.2f} ({', '.join(matched_terms(q.text, row.text))})"
+            per_file.setdefault(row.file_id, []).append(_Scored(score, raw, row, why))
+        for fid, row in catalog.first_segments(set(names) - set(per_file)).items():
+            per_file[fid] = [_Scored(0.0, 0.0, row, "file name")]
+        records = catalog.files_by_id(set(per_file) | set(names))
+        hits = []
+        best_name = 0.0
+        for fid, segs in per_file.items():
+            rec = records.get(fid)
+            if rec is None or rec.state not in ("indexed", "pending"):
                 continue
-            allowed = catalog.allowed_segments(space, filters) if filters.active() else None
-            found = engine.vectors(space).search(qv, fetch, allowed)
-            exhausted &= len(found) < fetch
-            rows = catalog.segment_rows([sid for sid, _ in found])
-            for sid, cos in found:
-                if sid in rows:
-                    score = min(1.0, max(0.0, (cos - SIMILAR_FLOOR) / (1 - SIMILAR_FLOOR)))
-                    per_file.setdefault(rows[sid].file_id, []).append((score, rows[sid]))
-        if len(per_file) >= k or exhausted:
-            break
-        fetch *= 4
-    hits = []
-    for segs in per_file.values():
-        segs.sort(key=lambda s: -s[0])
-        best, top = segs[0]
-        hit = Hit(path=top.path, type=top.type, score=best, reason=f"{top.space} likeness")
-        hit.segments = best_moments(segs, top.type, best, "")
-        hits.append(hit)
-    hits.sort(key=lambda h: (-h.score, h.path))
-    return hits[:k]
+            segs.sort(key=lambda s: (-s.score, -s.raw, s.row.id))
+            name = squash_bm25(names.get(fid, 0.0), p.bm25_half)
+            best_name = max(best_name, name)
+            top = segs[0]
+            why = top.why + (f", file name {name:.2f}" if name > 0 else "")
+            hit = Hit(
+                path=rec.path,
+                type=rec.type,
+                score=min(1.0, top.score + p.name_bonus * name),
+                reason=why,
+            )
+            hit.raw_score = top.raw + p.name_bonus * name
+            hit.file_id = fid
+            hit.best_segment = top.row.id
+            matched = [(s.score, s.row) for s in segs if s.score > 0 or s is top]
+            hit.segments = best_moments(matched, rec.type, top.score, q.text, p)
+            hits.append(hit)
+        ceiling = (
+            p.vector_weight * clamp(lowest_vec)
+            + (1 - p.vector_weight) * lowest_bm25
+            + p.name_bonus * (1.0 if len(names) >= fetch else best_name)
+        )
+        return order_hits(hits), exhausted, ceiling
+
+    def _rescore_exact(
+        self,
+        rows: dict[int, SegmentRow],
+        query_vecs: dict[str, np.ndarray],
+        vec_scores: dict[int, float],
+    ) -> None:
+        """Cosine from stored vectors for every candidate, including those only BM25 found."""
+        missing = [
+            sid for sid, r in rows.items() if sid not in vec_scores and r.space in query_vecs
+        ]
+        if not missing:
+            return
+        for sid, vec in self.catalog.vector_map(missing).items():
+            qv = query_vecs[rows[sid].space]
+            if vec.shape[0] == qv.shape[0]:
+                vec_scores[sid] = float(vec @ qv)
+
+    def diversify(self, hits: list[Hit], k: int) -> list[Hit]:
+        """Reorder so near-duplicate files do not fill the page: each next hit maximises
+        mmr_lambda * score - (1 - mmr_lambda) * likeness to the closest hit already chosen
+        (cosine of best segments, same space and size, counted from near_duplicate up).
+        One similarity matrix, then O(pool * k) numpy steps. Scores are left as they are."""
+        p = self.params
+        pool = hits[: max(k * 3, k + 10)]
+        if len(pool) < 2:
+            return hits
+        by_seg = self.catalog.vector_map([h.best_segment for h in pool if h.best_segment])
+        sims = np.zeros((len(pool), len(pool)), np.float32)
+        groups: dict[int, list[int]] = {}
+        for i, h in enumerate(pool):
+            v = by_seg.get(h.best_segment) if h.best_segment else None
+            if v is not None:
+                groups.setdefault(v.shape[0], []).append(i)
+        for members in groups.values():
+            mat = np.vstack([by_seg[pool[i].best_segment] for i in members])  # type: ignore[index]
+            idx = np.asarray(members)
+            sims[np.ix_(idx, idx)] = mat @ mat.T
+        sims[sims < p.near_duplicate] = 0.0
+        relevance = p.mmr_lambda * np.array([h.score for h in pool], np.float32)
+        closest = np.zeros(len(pool), np.float32)
+        left = np.ones(len(pool), bool)
+        chosen: list[int] = []
+        while left.any() and len(chosen) < k:
+            value = np.where(left, relevance - (1 - p.mmr_lambda) * closest, -np.inf)
+            best = int(np.argmax(value))  # first of equals: the better-ranked hit
+            chosen.append(best)
+            left[best] = False
+            closest = np.maximum(closest, sims[:, best])
+        picked = set(chosen)
+        rest = [h for i, h in enumerate(pool) if i not in picked]
+        return [pool[i] for i in chosen] + rest + hits[len(pool) :]
+
+    # ---- similar -----------------------------------------------------------------------
+
+    def run_similar(self, example: dict[str, np.ndarray], k: int, filters: Filters) -> list[Hit]:
+        """Files nearest to an example (one whole-file vector per space it lives in).
+        Documents and images are compared as wholes, by their whole-file vectors; audio and
+        video moment by moment, listing their matching moments, adjacent ones merged. Order
+        is by raw cosine; the shown score maps it above `similar_floor` onto 0..1."""
+        p = self.params
+        wanted = list(filters.types or FILE_TYPES)
+        best: dict[int, tuple[float, str, list[tuple[float, SegmentRow]]]] = {}
+
+        def offer(fid: int, cos: float, space: str, segs: list[tuple[float, SegmentRow]]) -> None:
+            if fid not in best or cos > best[fid][0]:
+                best[fid] = (cos, space, segs)
+
+        fetch = max(50, k * 4)
+        for space, qv in example.items():
+            types = [t for t in wanted if t in TYPES_IN_SPACE.get(space, ())]
+            whole = [t for t in types if t in WHOLE_FILE_TYPES]
+            moments = [t for t in types if t not in WHOLE_FILE_TYPES]
+            if whole:
+                found, _ = self.store.search(
+                    space, qv, k, replace(filters, types=whole), level="file"
+                )
+                owners = self.catalog.file_ids_of_vectors([vid for vid, _ in found])
+                for vid, cos in found:
+                    if vid in owners:
+                        offer(owners[vid], cos, space, [])
+            if moments:
+                found, _ = self._moments(space, qv, k, fetch, replace(filters, types=moments))
+                rows = self.catalog.segment_rows([sid for sid, _ in found])
+                per_file: dict[int, list[tuple[float, SegmentRow]]] = {}
+                for sid, cos in found:
+                    if sid in rows:
+                        per_file.setdefault(rows[sid].file_id, []).append((cos, rows[sid]))
+                for fid, segs in per_file.items():
+                    offer(fid, segs[0][0], space, segs)
+        ranked = sorted(best.items(), key=lambda kv: (-kv[1][0], kv[0]))[:k]
+        records = self.catalog.files_by_id(fid for fid, _ in ranked)
+        shown = self._document_passages(
+            [(fid, v[1]) for fid, v in ranked if not v[2]], example
+        )
+        hits = []
+        for fid, (cos, space, segs) in ranked:
+            rec = records.get(fid)
+            if rec is None:
+                continue
+            score = clamp((cos - p.similar_floor) / (1 - p.similar_floor))
+            hit = Hit(path=rec.path, type=rec.type, score=score, reason=f"{space} likeness")
+            hit.raw_score, hit.file_id = cos, fid
+            moments = segs or shown.get(fid, [])
+            display = [
+                (clamp((c - p.similar_floor) / (1 - p.similar_floor)), row) for c, row in moments
+            ]
+            hit.segments = best_moments(display, rec.type, score, "", p)
+            hits.append(hit)
+        return order_hits(hits)
+
+    def _moments(
+        self, space: str, qv: np.ndarray, k: int, fetch: int, filters: Filters
+    ) -> tuple[list[tuple[int, float]], bool]:
+        """Segments near the example, fetched until they cover k files (or run out)."""
+        while True:
+            found, exhausted = self.store.search(space, qv, fetch, filters)
+            files = {sid for sid, _ in found}
+            if exhausted or len(found) < fetch or len(files) >= k * 8:
+                return found, exhausted
+            rows = self.catalog.segment_rows([sid for sid, _ in found])
+            if len({r.file_id for r in rows.values()}) >= k:
+                return found, exhausted
+            fetch *= 4
+
+    def _document_passages(
+        self, hits: list[tuple[int, str]], example: dict[str, np.ndarray]
+    ) -> dict[int, list[tuple[float, SegmentRow]]]:
+        """For documents found as wholes, the passages closest to the example, to show."""
+        out: dict[int, list[tuple[float, SegmentRow]]] = {}
+        by_space: dict[str, list[int]] = {}
+        for fid, space in hits:
+            by_space.setdefault(space, []).append(fid)
+        for space, fids in by_space.items():
+            out.update(
+                self.catalog.best_segments(
+                    fids, space, example[space], self.params.segments_per_hit
+                )
+            )
+        return out
+

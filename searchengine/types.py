@@ -101,6 +101,9 @@ class Hit:
     segments: list[HitSegment] = field(default_factory=list)
     reason: str = ""
     best_segment: int | None = field(default=None, repr=False, compare=False)
+    raw_score: float = field(default=0.0, repr=False, compare=False)
+    """The unclamped score that orders hits whose shown scores are equal."""
+    file_id: int = field(default=0, repr=False, compare=False)
 
     def to_json(self) -> dict[str, Any]:
         return {

@@ -2,12 +2,19 @@
 
 It is the source of truth; every change to a file is one transaction, so a kill at any
 moment leaves either the old or the new state of that file, never a mix.
+
+Format (see `schema.py` for versions and migrations): vectors are stored once, as float16
+blobs; each file also keeps one whole-file vector per space (the normalised mean of its
+segment vectors). Deleting a vector leaves a tombstone, so the FAISS caches catch up with
+new ids (`id > max_id`, ids are never reused) and removed ones without reading every id.
+The FTS5 index of segment text is external-content: the text is stored once, in `segments`.
 """
 
 from __future__ import annotations
 
 import json
 import re
+import sqlite3
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -39,6 +46,8 @@ from sqlalchemy import (
     update,
 )
 
+from searchengine.store import schema
+from searchengine.store.schema import decode_vector, decode_vectors, encode_vector
 from searchengine.types import Filters, Segment
 
 metadata = MetaData()
@@ -66,24 +75,34 @@ segments = Table(
     "segments",
     metadata,
     Column("id", Integer, primary_key=True),
-    Column(
-        "file_id", Integer, ForeignKey("files.id", ondelete="CASCADE"), nullable=False, index=True
-    ),
+    Column("file_id", Integer, ForeignKey("files.id", ondelete="CASCADE"), nullable=False),
     Column("space", String(16), nullable=False),
     Column("kind", String(16), nullable=False),
     Column("start", Float),
     Column("end", Float),
     Column("text", Text),
     Column("model", Text),  # model key the vector was made with
-    Column("vector", LargeBinary),  # float32, L2-normalised; NULL while pending
+    Column("vector", LargeBinary),  # float16, L2-normalised; NULL while pending
     sqlite_autoincrement=True,  # ids are never reused, so a stale FAISS id can't alias
 )
 
-SCHEMA_EXTRA = [
-    "CREATE INDEX IF NOT EXISTS ix_segments_space ON segments(space, id)",
-    "CREATE VIRTUAL TABLE IF NOT EXISTS segment_fts USING fts5(text, tokenize='porter unicode61')",
-    "CREATE VIRTUAL TABLE IF NOT EXISTS file_fts USING fts5(name, tokenize='porter unicode61')",
-]
+file_vectors = Table(
+    "file_vectors",
+    metadata,
+    Column("id", Integer, primary_key=True),  # a new id whenever the file's vector changes
+    Column("file_id", Integer, ForeignKey("files.id", ondelete="CASCADE"), nullable=False),
+    Column("space", String(16), nullable=False),
+    Column("model", Text),
+    Column("vector", LargeBinary, nullable=False),  # normalised mean of the segment vectors
+    sqlite_autoincrement=True,
+)
+
+LEVEL_TABLES = {"segment": segments, "file": file_vectors}
+"""Vector levels with a FAISS cache each: moments and passages, and whole files."""
+
+COMMON_TERM_SHARE = 0.05
+"""A query word found in more than this share of passages adds little to BM25 and costs a
+scan of its whole posting list: it is dropped while rarer words remain."""
 
 
 @dataclass(slots=True)
@@ -167,29 +186,37 @@ def fts_query(query: str) -> str | None:
 
 
 class Catalog:
-    """SQLAlchemy access to the catalog database of one index."""
+    """SQLAlchemy access to the catalog database of one index.
 
-    def __init__(self, db_path: Path) -> None:
-        self.engine = create_engine(f"sqlite:///{db_path}", future=True)
+    `readonly` opens the database without write access (a search on a read-only disk, or
+    beside a running `index`): nothing is created or migrated, and nothing is written."""
+
+    def __init__(self, db_path: Path, *, readonly: bool = False) -> None:
+        self.path = db_path
+        self.readonly = readonly
+        url = f"sqlite:///file:{db_path}?mode=ro&uri=true" if readonly else f"sqlite:///{db_path}"
+        self.engine = create_engine(url, future=True)
 
         @event.listens_for(self.engine, "connect")
         def _pragmas(dbapi_conn: Any, _record: Any) -> None:
             cur = dbapi_conn.cursor()
-            cur.execute("PRAGMA journal_mode=WAL")
-            cur.execute("PRAGMA synchronous=NORMAL")
+            if not readonly:
+                cur.execute("PRAGMA journal_mode=WAL")
+                cur.execute("PRAGMA synchronous=NORMAL")
             cur.execute("PRAGMA foreign_keys=ON")
             cur.execute("PRAGMA busy_timeout=30000")
             cur.close()
 
-        metadata.create_all(self.engine)
-        with self.engine.begin() as conn:
-            for stmt in SCHEMA_EXTRA:
-                conn.execute(text(stmt))
-            have = {row[1] for row in conn.execute(text("PRAGMA table_info(files)"))}
-            for name in ("date", "duration"):  # catalogs made before these columns existed
-                if name not in have:
-                    conn.execute(text(f"ALTER TABLE files ADD COLUMN {name} REAL"))
-            conn.execute(text("UPDATE files SET date = mtime_ns / 1e9 WHERE date IS NULL"))
+        if readonly:
+            with self.engine.connect() as conn:
+                found = schema.version(conn)
+            if found != schema.SCHEMA_VERSION:
+                self.engine.dispose()
+                raise OutdatedFormat(found)
+            self.migrated_from = found
+        else:
+            with self.engine.begin() as conn:
+                self.migrated_from = schema.upgrade(conn)
 
     def close(self) -> None:
         self.engine.dispose()
@@ -255,68 +282,39 @@ class Catalog:
             text("INSERT INTO file_fts(rowid, name) VALUES (:id, :name)"),
             {"id": file_id, "name": name_tokens(record.path, record.meta)},
         )
-        self._insert_segments(conn, file_id, segs, vectors, models)
+        rows = [
+            {
+                "file_id": file_id,
+                "space": seg.space,
+                "kind": seg.kind,
+                "start": seg.start,
+                "end": seg.end,
+                "text": seg.text,
+                "model": models.get(seg.space) if vec is not None else None,
+                "vector": None if vec is None else encode_vector(vec),
+            }
+            for seg, vec in zip(segs, vectors, strict=True)
+        ]
+        if rows:
+            conn.execute(insert(segments), rows)
+        refresh_file_vectors(conn, [file_id])
         return file_id
 
-    def _insert_segments(
-        self,
-        conn: Connection,
-        file_id: int,
-        segs: Sequence[Segment],
-        vectors: Sequence[np.ndarray | None],
-        models: dict[str, str],
-    ) -> None:
-        for seg, vec in zip(segs, vectors, strict=True):
-            seg_id = conn.execute(
-                insert(segments).values(
-                    file_id=file_id,
-                    space=seg.space,
-                    kind=seg.kind,
-                    start=seg.start,
-                    end=seg.end,
-                    text=seg.text,
-                    model=models.get(seg.space) if vec is not None else None,
-                    vector=None if vec is None else np.asarray(vec, np.float32).tobytes(),
-                )
-            ).inserted_primary_key[0]
-            if seg.text:
-                conn.execute(
-                    text("INSERT INTO segment_fts(rowid, text) VALUES (:id, :t)"),
-                    {"id": seg_id, "t": seg.text},
-                )
-
     def _drop_segments(self, conn: Connection, file_ids: list[int]) -> None:
-        conn.execute(
-            text(
-                "DELETE FROM segment_fts WHERE rowid IN "
-                "(SELECT id FROM segments WHERE file_id IN :ids)"
-            ).bindparams(bindparam("ids", expanding=True)),
-            {"ids": file_ids},
-        )
         conn.execute(delete(segments).where(segments.c.file_id.in_(file_ids)))
+        conn.execute(delete(file_vectors).where(file_vectors.c.file_id.in_(file_ids)))
 
     def copy_segments(self, conn: Connection, src_file_id: int, dst_file_id: int) -> None:
         """Give an exact duplicate the vectors of its twin instead of embedding it again."""
-        rows = conn.execute(
-            select(
-                segments.c.space,
-                segments.c.kind,
-                segments.c.start,
-                segments.c.end,
-                segments.c.text,
-                segments.c.model,
-                segments.c.vector,
-            ).where(segments.c.file_id == src_file_id)
-        ).all()
-        for r in rows:
-            seg_id = conn.execute(
-                insert(segments).values(file_id=dst_file_id, **r._asdict())
-            ).inserted_primary_key[0]
-            if r.text:
-                conn.execute(
-                    text("INSERT INTO segment_fts(rowid, text) VALUES (:id, :t)"),
-                    {"id": seg_id, "t": r.text},
-                )
+        conn.execute(
+            text(
+                'INSERT INTO segments (file_id, space, kind, start, "end", text, model, vector) '
+                'SELECT :dst, space, kind, start, "end", text, model, vector FROM segments '
+                "WHERE file_id = :src ORDER BY id"
+            ),
+            {"dst": dst_file_id, "src": src_file_id},
+        )
+        refresh_file_vectors(conn, [dst_file_id])
 
     def move_file(
         self, conn: Connection, file_id: int, path_key: bytes, path: str, mtime_ns: int
@@ -337,40 +335,134 @@ class Catalog:
         conn.execute(update(files).where(files.c.id == file_id).values(mtime_ns=mtime_ns))
 
     def delete_files(self, conn: Connection, file_ids: list[int]) -> None:
-        if not file_ids:
-            return
-        self._drop_segments(conn, file_ids)
-        conn.execute(
-            text("DELETE FROM file_fts WHERE rowid IN :ids").bindparams(
-                bindparam("ids", expanding=True)
-            ),
-            {"ids": file_ids},
-        )
-        conn.execute(delete(files).where(files.c.id.in_(file_ids)))
+        for i in range(0, len(file_ids), 500):
+            part = file_ids[i : i + 500]
+            self._drop_segments(conn, part)
+            conn.execute(
+                text("DELETE FROM file_fts WHERE rowid IN :ids").bindparams(
+                    bindparam("ids", expanding=True)
+                ),
+                {"ids": part},
+            )
+            conn.execute(delete(files).where(files.c.id.in_(part)))
 
     # ---- vectors -----------------------------------------------------------------------
 
-    def vector_ids(self, space: str) -> np.ndarray:
+    def count_vectors(self, space: str, level: str = "segment") -> int:
+        table = LEVEL_TABLES[level]
+        with self.engine.connect() as conn:
+            return int(
+                conn.execute(
+                    select(func.count())
+                    .select_from(table)
+                    .where(table.c.space == space, table.c.vector.is_not(None))
+                ).scalar()
+                or 0
+            )
+
+    def vector_ids(self, space: str, level: str = "segment") -> np.ndarray:
+        """Every vector id of a space (for checks and tests; queries never need them all)."""
+        table = LEVEL_TABLES[level]
         with self.engine.connect() as conn:
             rows = conn.execute(
-                select(segments.c.id).where(
-                    segments.c.space == space, segments.c.vector.is_not(None)
-                )
+                select(table.c.id).where(table.c.space == space, table.c.vector.is_not(None))
             ).scalars()
             return np.fromiter(rows, dtype=np.int64)
 
-    def vector_map(self, ids: Sequence[int]) -> dict[int, np.ndarray]:
-        """Stored vectors by segment id (any mix of spaces and dimensions)."""
+    def vectors_after(
+        self, space: str, after_id: int, limit: int, level: str = "segment"
+    ) -> tuple[np.ndarray, list[bytes]]:
+        """(ids, blobs) of a space's vectors with id > after_id, in id order: how a cache
+        catches up with what was added since it was saved."""
+        table = LEVEL_TABLES[level]
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(table.c.id, table.c.vector)
+                .where(table.c.space == space, table.c.id > after_id, table.c.vector.is_not(None))
+                .order_by(table.c.id)
+                .limit(limit)
+            ).all()
+        return np.fromiter((r[0] for r in rows), np.int64, len(rows)), [r[1] for r in rows]
+
+    def newest_dim(self, space: str, level: str = "segment") -> int | None:
+        """The size of a space's newest vector: what a rebuilt cache should hold."""
+        table = LEVEL_TABLES[level].name
+        with self.engine.connect() as conn:
+            size = conn.execute(
+                text(
+                    f"SELECT length(vector) FROM {table} WHERE space = :s "
+                    "AND vector IS NOT NULL ORDER BY id DESC LIMIT 1"
+                ),
+                {"s": space},
+            ).scalar()
+        return None if size is None else int(size) // 2
+
+    def max_id(self, level: str = "segment") -> int:
+        name = LEVEL_TABLES[level].name
+        with self.engine.connect() as conn:
+            return int(
+                conn.execute(
+                    text("SELECT seq FROM sqlite_sequence WHERE name = :n"), {"n": name}
+                ).scalar()
+                or 0
+            )
+
+    def tombstones_after(self, space: str, level: str, after_seq: int) -> tuple[int, np.ndarray]:
+        """(newest seq seen, item ids) of the space's tombstones made after `after_seq`."""
+        with self.engine.connect() as conn:
+            newest = int(conn.execute(text("SELECT max(seq) FROM tombstones")).scalar() or 0)
+            rows = conn.execute(
+                text(
+                    "SELECT seq, item_id FROM tombstones WHERE seq > :s AND seq <= :n "
+                    "AND level = :l AND space = :sp ORDER BY seq"
+                ),
+                {"s": after_seq, "n": newest, "l": level, "sp": space},
+            ).all()
+        ids = np.fromiter((r[1] for r in rows), np.int64, len(rows))
+        return max(after_seq, newest), ids
+
+    def tomb_seq(self) -> int:
+        """The newest tombstone's number (0 when none was ever made)."""
+        with self.engine.connect() as conn:
+            return int(
+                conn.execute(
+                    text("SELECT seq FROM sqlite_sequence WHERE name = 'tombstones'")
+                ).scalar()
+                or 0
+            )
+
+    def pruned_through(self) -> int:
+        """Tombstones up to this number were dropped: a cache older than that must reload."""
+        with self.engine.connect() as conn:
+            value = conn.execute(
+                text("SELECT value FROM meta WHERE key = 'tombstones_pruned'")
+            ).scalar()
+        return int(value or 0)
+
+    def prune_tombstones(self, through: int) -> None:
+        with self.transaction() as conn:
+            conn.execute(text("DELETE FROM tombstones WHERE seq <= :s"), {"s": through})
+            conn.execute(
+                text(
+                    "INSERT INTO meta(key, value) VALUES ('tombstones_pruned', :s) "
+                    "ON CONFLICT(key) DO UPDATE SET value = max(CAST(value AS INTEGER), :s)"
+                ),
+                {"s": through},
+            )
+
+    def vector_map(self, ids: Sequence[int], level: str = "segment") -> dict[int, np.ndarray]:
+        """Stored vectors by id (any mix of spaces and dimensions), as float32."""
+        table = LEVEL_TABLES[level]
         out: dict[int, np.ndarray] = {}
         ids = list(ids)
         with self.engine.connect() as conn:
             for i in range(0, len(ids), 900):
                 for sid, blob in conn.execute(
-                    select(segments.c.id, segments.c.vector).where(
-                        segments.c.id.in_(ids[i : i + 900]), segments.c.vector.is_not(None)
+                    select(table.c.id, table.c.vector).where(
+                        table.c.id.in_(ids[i : i + 900]), table.c.vector.is_not(None)
                     )
                 ):
-                    out[int(sid)] = np.frombuffer(blob, dtype=np.float32)
+                    out[int(sid)] = decode_vector(blob)
         return out
 
     def vectors(self, ids: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
@@ -380,22 +472,77 @@ class Catalog:
             return np.zeros(0, np.int64), np.zeros((0, 0), np.float32)
         return np.fromiter(found, np.int64, len(found)), np.vstack(list(found.values()))
 
+    def sample_vectors(
+        self, space: str, n: int, seed: int = 0, level: str = "segment"
+    ) -> np.ndarray:
+        """About `n` of a space's segment vectors, spread over the whole id range, without
+        reading every id (for calibration and for training an approximate index)."""
+        table = LEVEL_TABLES[level]
+        hi = self.max_id(level)
+        if hi == 0:
+            return np.zeros((0, 0), np.float32)
+        rng = np.random.default_rng(seed)
+        picks = np.unique(rng.integers(1, hi + 1, size=min(hi, n * 3)))
+        rows: list[bytes] = []
+        wanted = (table.c.space == space, table.c.vector.is_not(None))
+        with self.engine.connect() as conn:
+            for i in range(0, len(picks), 900):
+                rows += (
+                    conn.execute(
+                        select(table.c.vector).where(
+                            table.c.id.in_(picks[i : i + 900].tolist()), *wanted
+                        )
+                    )
+                    .scalars()
+                    .all()
+                )
+                if len(rows) >= n:
+                    break
+            if len(rows) < n // 2:  # this space's ids are sparse: take them in order
+                rows = conn.execute(select(table.c.vector).where(*wanted).limit(n)).scalars().all()
+        if not rows:
+            return np.zeros((0, 0), np.float32)
+        size = len(rows[-1])
+        return decode_vectors([r for r in rows[:n] if len(r) == size])
+
+    def file_vector_map(self, file_ids: Sequence[int], space: str) -> dict[int, np.ndarray]:
+        """Whole-file vectors of files in one space, by file id."""
+        out: dict[int, np.ndarray] = {}
+        ids = list(file_ids)
+        with self.engine.connect() as conn:
+            for i in range(0, len(ids), 900):
+                for fid, blob in conn.execute(
+                    select(file_vectors.c.file_id, file_vectors.c.vector).where(
+                        file_vectors.c.file_id.in_(ids[i : i + 900]),
+                        file_vectors.c.space == space,
+                    )
+                ):
+                    out[int(fid)] = decode_vector(blob)
+        return out
+
+    def file_ids_of_vectors(self, ids: Sequence[int]) -> dict[int, int]:
+        """file_vectors id -> file id."""
+        out: dict[int, int] = {}
+        ids = list(ids)
+        with self.engine.connect() as conn:
+            for i in range(0, len(ids), 900):
+                for vid, fid in conn.execute(
+                    select(file_vectors.c.id, file_vectors.c.file_id).where(
+                        file_vectors.c.id.in_(ids[i : i + 900])
+                    )
+                ):
+                    out[int(vid)] = int(fid)
+        return out
+
     def mean_vectors(self, file_id: int) -> dict[str, np.ndarray]:
-        """Per space, the normalised mean of a file's stored vectors: the file as a query."""
+        """Per space, the file's whole-file vector: the file as a query."""
         with self.engine.connect() as conn:
             rows = conn.execute(
-                select(segments.c.space, segments.c.vector).where(
-                    segments.c.file_id == file_id, segments.c.vector.is_not(None)
+                select(file_vectors.c.space, file_vectors.c.vector).where(
+                    file_vectors.c.file_id == file_id
                 )
             ).all()
-        grouped: dict[str, list[np.ndarray]] = {}
-        for space, blob in rows:
-            grouped.setdefault(space, []).append(np.frombuffer(blob, dtype=np.float32))
-        out = {}
-        for space, vecs in grouped.items():
-            mean = np.mean(vecs, axis=0)
-            out[space] = (mean / (np.linalg.norm(mean) or 1.0)).astype(np.float32)
-        return out
+        return {space: decode_vector(blob) for space, blob in rows}
 
     def space_models(self) -> dict[str, tuple[str, int]]:
         """Per space: the model its vectors came from (most common) and the vector count."""
@@ -454,20 +601,68 @@ class Catalog:
                     out[row.id] = SegmentRow(*row)
         return out
 
-    def allowed_segments(self, space: str | None, filters: Filters) -> np.ndarray:
-        """Segment ids passing the filters, so k-NN searches only inside them."""
-        sql = "SELECT s.id FROM segments s JOIN files f ON f.id = s.file_id WHERE 1=1"
-        params: dict[str, Any] = {}
-        if space is not None:
-            sql += " AND s.space = :space"
-            params["space"] = space
-        sql, params = _filters(sql, params, filters)
+    def passing(self, ids: Sequence[int], filters: Filters, level: str = "segment") -> set[int]:
+        """Which of these segment (or file-vector) ids pass the filters: filtering after the
+        k-NN costs one lookup per candidate, whatever the size of the library."""
+        table = LEVEL_TABLES[level]
+        out: set[int] = set()
+        ids = list(ids)
+        with self.engine.connect() as conn:
+            for i in range(0, len(ids), 900):
+                sql = (
+                    f"SELECT s.id FROM {table.name} s JOIN files f ON f.id = s.file_id "
+                    "WHERE s.id IN :ids"
+                )
+                sql, params = _filters(sql, {"ids": ids[i : i + 900]}, filters)
+                stmt = text(sql).bindparams(bindparam("ids", expanding=True))
+                out.update(conn.execute(stmt, params).scalars())
+        return out
+
+    def allowed_ids(
+        self, space: str, filters: Filters, limit: int, level: str = "segment"
+    ) -> np.ndarray:
+        """Ids of a space passing the filters, at most `limit` (more means: not selective)."""
+        table = LEVEL_TABLES[level]
+        sql = (
+            f"SELECT s.id FROM {table.name} s JOIN files f ON f.id = s.file_id "
+            "WHERE s.space = :space AND s.vector IS NOT NULL"
+        )
+        sql, params = _filters(sql, {"space": space}, filters)
+        sql += " LIMIT :limit"
+        params["limit"] = limit
         with self.engine.connect() as conn:
             return np.fromiter(conn.execute(text(sql), params).scalars(), dtype=np.int64)
 
+    def useful_terms(self, query: str) -> list[str]:
+        """The query's words, less those so common that they only cost time (at least the
+        rarest one is kept, so a query of common words still matches something)."""
+        words = fts_terms(query)
+        if len(words) <= 1:
+            return words
+        stem_of = porter_stems(words)
+        with self.engine.connect() as conn:
+            total = int(
+                conn.execute(
+                    text("SELECT seq FROM sqlite_sequence WHERE name = 'segments'")
+                ).scalar()
+                or 0
+            )
+            counts = {
+                w: int(
+                    conn.execute(
+                        text("SELECT doc FROM segment_vocab WHERE term = :t"), {"t": stem_of[w]}
+                    ).scalar()
+                    or 0
+                )
+                for w in words
+            }
+        cap = max(50, int(total * COMMON_TERM_SHARE))
+        kept = [w for w in words if counts[w] <= cap]
+        return kept or [min(words, key=lambda w: counts[w])]
+
     def bm25_segments(self, query: str, limit: int, filters: Filters) -> list[tuple[int, float]]:
         """(segment id, BM25 score >= 0) for segments whose text matches the query."""
-        match = fts_query(query)
+        match = fts_query(" ".join(self.useful_terms(query)))
         if match is None:
             return []
         sql = (
@@ -480,6 +675,24 @@ class Catalog:
         sql += " ORDER BY bm25(segment_fts) LIMIT :limit"
         with self.engine.connect() as conn:
             return [(int(r[0]), float(r[1])) for r in conn.execute(text(sql), params)]
+
+    def bm25_of(self, query: str, ids: Sequence[int]) -> dict[int, float]:
+        """BM25 of given segments for the query (0 where they do not match), so every fused
+        candidate is scored alike, whichever route found it."""
+        match = fts_query(" ".join(self.useful_terms(query)))
+        ids = list(ids)
+        if match is None or not ids:
+            return {}
+        out: dict[int, float] = {}
+        with self.engine.connect() as conn:
+            for i in range(0, len(ids), 900):
+                stmt = text(
+                    "SELECT rowid, -bm25(segment_fts) FROM segment_fts "
+                    "WHERE segment_fts MATCH :q AND rowid IN :ids"
+                ).bindparams(bindparam("ids", expanding=True))
+                for sid, score in conn.execute(stmt, {"q": match, "ids": ids[i : i + 900]}):
+                    out[int(sid)] = float(score)
+        return out
 
     def bm25_files(self, query: str, limit: int, filters: Filters) -> list[tuple[int, float]]:
         """(file id, BM25 score >= 0) for files whose name or folders match the query."""
@@ -523,9 +736,12 @@ class Catalog:
     def files_by_id(self, ids: Iterable[int]) -> dict[int, FileRecord]:
         cols = [files.c[n] for n in FileRecord.__slots__]
         ids = list(ids)
+        out: dict[int, FileRecord] = {}
         with self.engine.connect() as conn:
-            rows = conn.execute(select(*cols).where(files.c.id.in_(ids)))
-            return {r.id: FileRecord(*r) for r in rows}
+            for i in range(0, len(ids), 900):
+                rows = conn.execute(select(*cols).where(files.c.id.in_(ids[i : i + 900])))
+                out.update({r.id: FileRecord(*r) for r in rows})
+        return out
 
     def first_segments(self, file_ids: Iterable[int]) -> dict[int, SegmentRow]:
         """The first segment of each file, to show something for a file matched by name."""
@@ -542,6 +758,89 @@ class Catalog:
             )
         rows = self.segment_rows(first)
         return {r.file_id: r for r in rows.values()}
+
+    def best_segments(
+        self, file_ids: Iterable[int], space: str, query: np.ndarray, per_file: int
+    ) -> dict[int, list[tuple[float, SegmentRow]]]:
+        """A few best segments of each file for a query vector (exact, from stored vectors):
+        the moments a whole-file hit shows."""
+        ids = list(file_ids)
+        found: dict[int, list[tuple[int, bytes]]] = {}
+        with self.engine.connect() as conn:
+            for i in range(0, len(ids), 900):
+                for sid, fid, blob in conn.execute(
+                    select(segments.c.id, segments.c.file_id, segments.c.vector).where(
+                        segments.c.file_id.in_(ids[i : i + 900]),
+                        segments.c.space == space,
+                        segments.c.vector.is_not(None),
+                    )
+                ):
+                    if len(blob) == 2 * query.shape[0]:
+                        found.setdefault(int(fid), []).append((int(sid), blob))
+        scored: dict[int, list[tuple[float, int]]] = {}
+        for fid, rows in found.items():
+            sims = decode_vectors([b for _, b in rows]) @ query
+            order = np.argsort(-sims, kind="stable")[:per_file]
+            scored[fid] = [(float(sims[j]), rows[j][0]) for j in order]
+        seg_rows = self.segment_rows([sid for v in scored.values() for _, sid in v])
+        return {
+            fid: [(s, seg_rows[sid]) for s, sid in v if sid in seg_rows]
+            for fid, v in scored.items()
+        }
+
+
+class OutdatedFormat(Exception):
+    """A reader found a catalog in another format version (it may not migrate it)."""
+
+    def __init__(self, found: int) -> None:
+        self.found = found
+        super().__init__(found)
+
+
+def refresh_file_vectors(conn: Connection, file_ids: Sequence[int]) -> None:
+    """Recompute the whole-file vector of each file and space from its segment vectors (the
+    normalised mean of its dominant model's vectors). A changed vector gets a new id, so the
+    file-level FAISS cache sees a removal and an addition."""
+    if not file_ids:
+        return
+    rows = conn.execute(
+        select(segments.c.file_id, segments.c.space, segments.c.model, segments.c.vector)
+        .where(segments.c.file_id.in_(list(file_ids)), segments.c.vector.is_not(None))
+        .order_by(segments.c.id)
+    ).all()
+    groups: dict[tuple[int, str], dict[tuple[str | None, int], list[bytes]]] = {}
+    for fid, space, model, blob in rows:
+        groups.setdefault((fid, space), {}).setdefault((model, len(blob)), []).append(blob)
+    conn.execute(delete(file_vectors).where(file_vectors.c.file_id.in_(list(file_ids))))
+    new = []
+    for (fid, space), by_model in groups.items():
+        (model, _), blobs = max(by_model.items(), key=lambda kv: len(kv[1]))
+        mean = decode_vectors(blobs).mean(axis=0)
+        mean /= np.linalg.norm(mean) or 1.0
+        new.append({"file_id": fid, "space": space, "model": model, "vector": encode_vector(mean)})
+    if new:
+        conn.execute(insert(file_vectors), new)
+
+
+_STEMMER: sqlite3.Connection | None = None
+
+
+def porter_stems(words: Sequence[str]) -> dict[str, str]:
+    """Each word as FTS5's porter tokenizer stores it, asked of an in-memory FTS5 table
+    (no second stemmer to drift from SQLite's)."""
+    global _STEMMER
+    if _STEMMER is None:
+        _STEMMER = sqlite3.connect(":memory:", check_same_thread=False)
+        _STEMMER.execute("CREATE VIRTUAL TABLE w USING fts5(t, tokenize='porter unicode61')")
+        _STEMMER.execute("CREATE VIRTUAL TABLE v USING fts5vocab(w, 'instance')")
+    db = _STEMMER
+    out: dict[str, str] = {}
+    for i, word in enumerate(words):
+        db.execute("INSERT INTO w(rowid, t) VALUES (?, ?)", (i + 1, word))
+    for term, doc in db.execute("SELECT term, doc FROM v"):
+        out.setdefault(words[int(doc) - 1], term)
+    db.execute("DELETE FROM w")
+    return {w: out.get(w, w) for w in words}
 
 
 def _filters(sql: str, params: dict[str, Any], filters: Filters) -> tuple[str, dict[str, Any]]:

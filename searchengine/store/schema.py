@@ -1,0 +1,185 @@
+"""The catalog's format: its version, how a new catalog is laid out, and how older ones
+are brought up to date (explicit, one step per version, each in one transaction).
+
+Version 1 is the format of the first release: float32 vector blobs, an FTS5 table holding
+its own copy of the segment text, no tombstones and no whole-file vectors (it had no
+version number: `PRAGMA user_version` 0 with a `segments` table). Version 2 stores vectors
+as float16, indexes segment text with external-content FTS5, keeps whole-file vectors and
+tombstones. A catalog newer than this code is refused.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+from sqlalchemy import Connection, text
+
+SCHEMA_VERSION = 2
+
+TABLES = [
+    """CREATE TABLE IF NOT EXISTS files (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        path_key BLOB NOT NULL UNIQUE,
+        path TEXT NOT NULL,
+        type VARCHAR(16) NOT NULL,
+        size INTEGER NOT NULL,
+        mtime_ns INTEGER NOT NULL,
+        sha VARCHAR(64),
+        state VARCHAR(16) NOT NULL,
+        reason TEXT,
+        meta TEXT,
+        indexed_at FLOAT,
+        date FLOAT,
+        duration FLOAT)""",
+    "CREATE INDEX IF NOT EXISTS ix_files_type ON files(type)",
+    "CREATE INDEX IF NOT EXISTS ix_files_sha ON files(sha)",
+    "CREATE INDEX IF NOT EXISTS ix_files_state ON files(state)",
+    "CREATE INDEX IF NOT EXISTS ix_files_date ON files(date)",
+    """CREATE TABLE IF NOT EXISTS segments (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        file_id INTEGER NOT NULL REFERENCES files(id) ON DELETE CASCADE,
+        space VARCHAR(16) NOT NULL,
+        kind VARCHAR(16) NOT NULL,
+        start FLOAT,
+        "end" FLOAT,
+        text TEXT,
+        model TEXT,
+        vector BLOB)""",
+    "CREATE INDEX IF NOT EXISTS ix_segments_file_id ON segments(file_id)",
+    "CREATE INDEX IF NOT EXISTS ix_segments_space ON segments(space, id)",
+    """CREATE TABLE IF NOT EXISTS file_vectors (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        file_id INTEGER NOT NULL REFERENCES files(id) ON DELETE CASCADE,
+        space VARCHAR(16) NOT NULL,
+        model TEXT,
+        vector BLOB NOT NULL,
+        UNIQUE (file_id, space))""",
+    "CREATE INDEX IF NOT EXISTS ix_file_vectors_space ON file_vectors(space, id)",
+    """CREATE TABLE IF NOT EXISTS tombstones (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        level VARCHAR(8) NOT NULL,
+        space VARCHAR(16) NOT NULL,
+        item_id INTEGER NOT NULL)""",
+    "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT)",
+    "CREATE VIRTUAL TABLE IF NOT EXISTS segment_fts USING fts5(text, content='segments', "
+    "content_rowid='id', tokenize='porter unicode61')",
+    "CREATE VIRTUAL TABLE IF NOT EXISTS segment_vocab USING fts5vocab(segment_fts, 'row')",
+    "CREATE VIRTUAL TABLE IF NOT EXISTS file_fts USING fts5(name, tokenize='porter unicode61')",
+]
+
+TRIGGERS = [
+    # external-content FTS5 follows the segments table; a removed vector leaves a tombstone
+    """CREATE TRIGGER IF NOT EXISTS segments_ai AFTER INSERT ON segments
+       WHEN new.text IS NOT NULL BEGIN
+         INSERT INTO segment_fts(rowid, text) VALUES (new.id, new.text);
+       END""",
+    """CREATE TRIGGER IF NOT EXISTS segments_ad AFTER DELETE ON segments BEGIN
+         INSERT INTO segment_fts(segment_fts, rowid, text)
+           SELECT 'delete', old.id, old.text WHERE old.text IS NOT NULL;
+         INSERT INTO tombstones(level, space, item_id)
+           SELECT 'segment', old.space, old.id WHERE old.vector IS NOT NULL;
+       END""",
+    """CREATE TRIGGER IF NOT EXISTS segments_au BEFORE UPDATE OF text, vector ON segments BEGIN
+         SELECT RAISE(ABORT, 'segments are replaced, never updated in place');
+       END""",
+    """CREATE TRIGGER IF NOT EXISTS file_vectors_ad AFTER DELETE ON file_vectors BEGIN
+         INSERT INTO tombstones(level, space, item_id) VALUES ('file', old.space, old.id);
+       END""",
+]
+
+
+def encode_vector(vec: np.ndarray) -> bytes:
+    """A vector at rest: float16 (half the bytes; cosine error far below ranking noise)."""
+    return np.asarray(vec, dtype=np.float16).tobytes()
+
+
+def decode_vectors(blobs: list[bytes]) -> np.ndarray:
+    """Stored blobs of one dimension as float32 rows."""
+    return np.frombuffer(b"".join(blobs), dtype=np.float16).reshape(len(blobs), -1).astype(
+        np.float32
+    )
+
+
+def decode_vector(blob: bytes) -> np.ndarray:
+    return np.frombuffer(blob, dtype=np.float16).astype(np.float32)
+
+
+def version(conn: Connection) -> int:
+    """The catalog's format version; 1 for a catalog of the first release, 0 for a new one."""
+    found = int(conn.execute(text("PRAGMA user_version")).scalar() or 0)
+    if found:
+        return found
+    has_segments = conn.execute(
+        text("SELECT 1 FROM sqlite_master WHERE type='table' AND name='segments'")
+    ).first()
+    return 1 if has_segments else 0
+
+
+def create(conn: Connection) -> None:
+    for stmt in TABLES + TRIGGERS:
+        conn.execute(text(stmt))
+    conn.execute(text(f"PRAGMA user_version = {SCHEMA_VERSION}"))
+
+
+def _v1_to_v2(conn: Connection) -> None:
+    """float32 -> float16 blobs, FTS5 rebuilt as external content, whole-file vectors,
+    tombstones. The FAISS files of version 1 are dropped by the caller (derived caches)."""
+    have = {row[1] for row in conn.execute(text("PRAGMA table_info(files)"))}
+    for name in ("date", "duration"):  # the very first catalogs lacked these columns
+        if name not in have:
+            conn.execute(text(f"ALTER TABLE files ADD COLUMN {name} REAL"))
+    conn.execute(text("UPDATE files SET date = mtime_ns / 1e9 WHERE date IS NULL"))
+    conn.execute(text("DROP TABLE IF EXISTS segment_fts"))
+    last = 0
+    while True:
+        rows = conn.execute(
+            text(
+                "SELECT id, vector FROM segments WHERE id > :last AND vector IS NOT NULL "
+                "ORDER BY id LIMIT 5000"
+            ),
+            {"last": last},
+        ).all()
+        if not rows:
+            break
+        conn.execute(
+            text("UPDATE segments SET vector = :v WHERE id = :id"),
+            [
+                {"id": sid, "v": encode_vector(np.frombuffer(blob, dtype=np.float32))}
+                for sid, blob in rows
+            ],
+        )
+        last = rows[-1][0]
+    for stmt in TABLES + TRIGGERS:
+        conn.execute(text(stmt))
+    conn.execute(text("INSERT INTO segment_fts(segment_fts) VALUES ('rebuild')"))
+    from searchengine.store.catalog import refresh_file_vectors
+
+    file_ids = [r[0] for r in conn.execute(text("SELECT id FROM files"))]
+    for i in range(0, len(file_ids), 500):
+        refresh_file_vectors(conn, file_ids[i : i + 500])
+    conn.execute(text("DELETE FROM tombstones"))
+
+
+MIGRATIONS: dict[int, Callable[[Connection], None]] = {1: _v1_to_v2}
+"""from-version -> step to the next version."""
+
+
+def upgrade(conn: Connection) -> int:
+    """Bring the catalog to SCHEMA_VERSION inside the caller's transaction; returns the
+    version found. Raises ValueError for a catalog newer than this code."""
+    found = version(conn)
+    if found == 0:
+        create(conn)
+        return 0
+    if found > SCHEMA_VERSION:
+        raise ValueError(
+            f"this index was written by a newer searchengine (format {found}, this version "
+            f"reads up to {SCHEMA_VERSION}): upgrade searchengine to use it"
+        )
+    v = found
+    while v < SCHEMA_VERSION:
+        MIGRATIONS[v](conn)
+        v += 1
+        conn.execute(text(f"PRAGMA user_version = {v}"))
+    return found

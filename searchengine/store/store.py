@@ -1,0 +1,284 @@
+"""The Store: the catalog (truth), each space's vector caches kept in step with it, and the
+calibration. The indexer and the ranker receive a Store; neither reaches into Engine.
+
+A cache is one FAISS index per space and level (`segment`: passages, moments, images;
+`file`: whole-file vectors), saved with the catalog state it reflects (`max_id`, the
+newest id it holds, and `tomb_seq`, the newest tombstone it applied). Catching up costs
+two indexed range queries, so a long-lived reader checks before every query and sees what
+another process's `index` committed without reopening. A cache file is replaced whole
+(temp file + rename); a reader that sees a new file loads it.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from searchengine.store import ann
+from searchengine.store.catalog import Catalog, OutdatedFormat
+from searchengine.store.schema import decode_vectors
+from searchengine.types import Filters
+
+LEVELS = ("segment", "file")
+CATCH_UP_ROWS = 20000
+EXACT_FILTER_LIMIT = 20000
+"""A filter passing at most this many vectors is searched exactly over just those."""
+
+
+def exact_below() -> int:
+    """Spaces smaller than this are searched exactly (SEARCHENGINE_EXACT_BELOW overrides,
+    which is how tests force the approximate path)."""
+    value = os.environ.get("SEARCHENGINE_EXACT_BELOW")
+    return int(value) if value else ann.DEFAULT_EXACT_BELOW
+
+
+class VectorCache:
+    """One space's FAISS cache at one level."""
+
+    def __init__(self, folder: Path, space: str, level: str, catalog: Catalog) -> None:
+        self.path = folder / f"{space}.{level}.faiss"
+        self.space = space
+        self.level = level
+        self.catalog = catalog
+        self.index: ann.VectorIndex | None = None
+        self.state: dict[str, Any] = {"max_id": 0, "tomb_seq": 0}
+        self.signature: tuple[int, int, int] | None = None
+        self.dirty = False
+
+    def __len__(self) -> int:
+        return 0 if self.index is None else len(self.index)
+
+    @property
+    def dim(self) -> int | None:
+        return None if self.index is None else self.index.dim
+
+    def ids(self) -> np.ndarray:
+        """Every id the cache holds (for checks; queries never list them)."""
+        return np.zeros(0, np.int64) if self.index is None else self.index.ids()
+
+    def _file_signature(self) -> tuple[int, int, int] | None:
+        try:
+            st = self.path.stat()
+        except OSError:
+            return None
+        return (st.st_ino, st.st_mtime_ns, st.st_size)
+
+    def _load(self) -> None:
+        loaded = ann.load(self.path)
+        self.signature = self._file_signature()
+        if loaded is None:
+            self.index, self.state = None, {"max_id": 0, "tomb_seq": 0}
+        else:
+            self.index, self.state = loaded
+        self.dirty = False
+
+    def refresh(self) -> None:
+        """Load the saved file if it is new to us, then apply what the catalog committed
+        since: vectors with larger ids, and tombstones."""
+        if self.index is None and self.signature is None or (
+            not self.dirty and self._file_signature() != self.signature
+        ):
+            self._load()
+        pruned = self.catalog.pruned_through()
+        if pruned > int(self.state["tomb_seq"]):
+            # tombstones we have not applied were dropped: the saved file is newer than us
+            self._load()
+            if pruned > int(self.state["tomb_seq"]):
+                self.index, self.state = None, {"max_id": 0, "tomb_seq": pruned}
+        seq, gone = self.catalog.tombstones_after(
+            self.space, self.level, int(self.state["tomb_seq"])
+        )
+        if len(gone) and self.index is not None:
+            self.index.remove(gone)
+            self.dirty = True
+        self.state["tomb_seq"] = seq
+        while True:
+            ids, blobs = self.catalog.vectors_after(
+                self.space, int(self.state["max_id"]), CATCH_UP_ROWS, self.level
+            )
+            if not len(ids):
+                break
+            self._add(ids, blobs)
+            self.state["max_id"] = int(ids[-1])
+            if len(ids) < CATCH_UP_ROWS:
+                break
+
+    def _add(self, ids: np.ndarray, blobs: list[bytes]) -> None:
+        sizes = np.fromiter((len(b) for b in blobs), np.int64, len(blobs))
+        if self.index is None:
+            dim = int(sizes[-1]) // 2  # the newest vectors decide a new cache's size
+            self.index = ann.build(ann.choose(0, dim, exact_below=exact_below()), dim)
+        keep = sizes == 2 * self.index.dim  # a half-done model switch: other sizes wait
+        if not keep.any():
+            return
+        rows = decode_vectors([b for b, k in zip(blobs, keep, strict=True) if k])
+        self.index.add(ids[keep], rows)
+        self.dirty = True
+
+    def rebuild_if_needed(self) -> bool:
+        """Writer side: move to the index type the space's size calls for (exact below the
+        threshold, IVF above; retrained as it grows; rebuilt when the model's vector size
+        changed). Built beside the old one, which keeps answering until the new file
+        replaces it."""
+        n = self.catalog.count_vectors(self.space, self.level)
+        dim = self.catalog.newest_dim(self.space, self.level)
+        if n == 0 or dim is None:
+            return False
+        if self.index is not None and self.index.dim == dim:
+            trained_on = int(self.state.get("trained_on", len(self.index)))
+            if not ann.needs_rebuild(self.index.spec, trained_on, n, exact_below=exact_below()):
+                return False
+        spec = ann.choose(n, dim, exact_below=exact_below())
+        index = ann.build(spec, dim)
+        if spec.kind != "flat":
+            index.train(self.catalog.sample_vectors(self.space, spec.train_size, level=self.level))
+        state: dict[str, Any] = {"max_id": 0, "tomb_seq": self.catalog.tomb_seq(), "trained_on": n}
+        while True:
+            ids, blobs = self.catalog.vectors_after(
+                self.space, state["max_id"], CATCH_UP_ROWS, self.level
+            )
+            if not len(ids):
+                break
+            keep = np.fromiter((len(b) == 2 * dim for b in blobs), bool, len(blobs))
+            if keep.any():
+                rows = decode_vectors([b for b, k in zip(blobs, keep, strict=True) if k])
+                index.add(ids[keep], rows)
+            state["max_id"] = int(ids[-1])
+        self.index, self.state, self.dirty = index, state, True
+        self.refresh()  # tombstones made while building
+        return True
+
+    def save(self) -> None:
+        if not self.dirty or self.index is None:
+            return
+        from searchengine import faults
+
+        faults.point("vectors-written")
+        self.index.save(self.path, dict(self.state))
+        self.signature = self._file_signature()
+        self.dirty = False
+
+    def search(
+        self, query: np.ndarray, k: int, allowed: ann.Allowed | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(ids, scores) of up to k nearest vectors; approximate scores are re-scored
+        exactly from the stored vectors by the caller (Store.search)."""
+        if self.index is None or len(self.index) == 0 or query.shape[-1] != self.index.dim:
+            return np.zeros(0, np.int64), np.zeros(0, np.float32)
+        scores, ids = self.index.search(query.reshape(1, -1).astype(np.float32), k, allowed)
+        good = ids[0] >= 0
+        return ids[0][good], scores[0][good]
+
+
+class Store:
+    """An index folder's data: catalog.db, the vector caches and calibration.json."""
+
+    def __init__(self, folder: Path, *, readonly: bool = False) -> None:
+        self.dir = folder
+        self.readonly = readonly
+        self.catalog = Catalog(folder / "catalog.db", readonly=readonly)
+        self._caches: dict[tuple[str, str], VectorCache] = {}
+        self._calibration: tuple[Any, dict[str, tuple[float, float]]] | None = None
+
+    def close(self) -> None:
+        self.catalog.close()
+
+    def cache(self, space: str, level: str = "segment") -> VectorCache:
+        """A space's cache, caught up with the catalog (cheap when nothing changed)."""
+        key = (space, level)
+        vc = self._caches.get(key)
+        if vc is None:
+            vc = self._caches[key] = VectorCache(self.dir, space, level, self.catalog)
+        vc.refresh()
+        return vc
+
+    def sync(self, spaces: tuple[str, ...], *, rebuild: bool = True) -> None:
+        """Writer side: catch every cache up, move it to the right index type for its size,
+        save it, then drop the tombstones every saved cache has applied."""
+        applied = []
+        for space in spaces:
+            for level in LEVELS:
+                vc = self.cache(space, level)
+                if rebuild:
+                    vc.rebuild_if_needed()
+                vc.save()
+                applied.append(int(vc.state["tomb_seq"]))
+        if applied and min(applied) > self.catalog.pruned_through():
+            self.catalog.prune_tombstones(min(applied))
+        for tmp in self.dir.glob("*.faiss.tmp"):
+            tmp.unlink(missing_ok=True)
+
+    def search(
+        self,
+        space: str,
+        query: np.ndarray,
+        k: int,
+        filters: Filters | None = None,
+        level: str = "segment",
+    ) -> tuple[list[tuple[int, float]], bool]:
+        """Up to k (id, exact cosine) pairs passing the filters, best first, and whether the
+        space has no more to give. Filters are checked on candidates after the k-NN (one
+        lookup per candidate); when too few pass, the ids that pass are listed (a selective
+        filter makes that list short) and searched inside."""
+        vc = self.cache(space, level)
+        if len(vc) == 0:
+            return [], True
+        active = filters is not None and filters.active()
+        spec = vc.index.spec if vc.index is not None else None
+        approximate = spec is not None and spec.kind != "flat"
+        fetch = k * (spec.candidates if spec is not None and approximate else 1)
+        if active:
+            fetch = max(fetch * 4, 200)
+        ids, scores = vc.search(query, fetch)
+        exhausted = len(ids) < fetch
+        if active:
+            assert filters is not None
+            ok = self.catalog.passing(ids.tolist(), filters, level)
+            mask = np.fromiter((int(i) in ok for i in ids), bool, len(ids))
+            if mask.sum() < k and not exhausted:
+                ids, scores, exhausted = self._search_inside(vc, query, k, fetch, filters)
+            else:
+                ids, scores = ids[mask], scores[mask]
+        if approximate and len(ids):
+            exact = self.catalog.vector_map(ids.tolist(), level)
+            ids = np.fromiter((i for i in ids if int(i) in exact), np.int64)
+            scores = np.array([float(exact[int(i)] @ query) for i in ids], np.float32)
+        order = np.lexsort((ids, -scores))[:k]
+        return [(int(ids[j]), float(scores[j])) for j in order], exhausted and len(order) < k
+
+    def _search_inside(
+        self, vc: VectorCache, query: np.ndarray, k: int, fetch: int, filters: Filters
+    ) -> tuple[np.ndarray, np.ndarray, bool]:
+        """k-NN restricted to the ids passing a selective filter: exact over their stored
+        vectors when they are few, else inside the index with an id selector."""
+        allowed = self.catalog.allowed_ids(vc.space, filters, EXACT_FILTER_LIMIT + 1, vc.level)
+        if len(allowed) <= EXACT_FILTER_LIMIT:
+            vecs = self.catalog.vector_map(allowed.tolist(), vc.level)
+            good = [i for i in allowed.tolist() if i in vecs and vecs[i].shape == query.shape]
+            if not good:
+                return np.zeros(0, np.int64), np.zeros(0, np.float32), True
+            sims = np.vstack([vecs[i] for i in good]) @ query
+            return np.asarray(good, np.int64), sims.astype(np.float32), True
+        allowed = self.catalog.allowed_ids(vc.space, filters, 1 << 62, vc.level)
+        ids, scores = vc.search(query, fetch, ann.Allowed.from_ids(allowed))
+        return ids, scores, len(ids) < fetch
+
+    def calibration(self, models: dict[str, str]) -> dict[str, tuple[float, float]]:
+        """Fitted cosine ranges per space, re-read when another process refits them."""
+        from searchengine import calibration
+
+        path = self.dir / calibration.FILE_NAME
+        try:
+            st = path.stat()
+            sig: Any = (st.st_ino, st.st_mtime_ns, st.st_size, tuple(sorted(models.items())))
+        except OSError:
+            sig = None
+        if self._calibration is None or self._calibration[0] != sig:
+            self._calibration = (sig, calibration.ranges(self.dir, models))
+        return self._calibration[1]
+
+
+__all__ = ["Store", "VectorCache", "OutdatedFormat", "LEVELS", "exact_below"]
