@@ -260,6 +260,13 @@ def test_without_a_cache_folder_queries_use_the_full_model(test_models):
     assert not isinstance(registry.query_encoder("clap"), OnnxQueryEncoder)
 
 
+def test_queries_before_any_export_hash_and_write_nothing(test_models, tmp_path):
+    cache = tmp_path / "query-models"
+    registry = ModelRegistry(tiny_config(test_models), cache)
+    assert registry.query_export("text") is None
+    assert not cache.exists()
+
+
 def test_pointer_remembers_where_a_model_key_was_found(tmp_path):
     cache = QueryCache(tmp_path)
     weights = tmp_path / "weights.pt"

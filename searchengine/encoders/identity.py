@@ -90,6 +90,7 @@ class HashMemo:
                 fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".hashes.", suffix=".tmp")
                 with os.fdopen(fd, "w", encoding="utf-8") as handle:
                     json.dump(self._entries, handle, sort_keys=True)
+                os.chmod(tmp, 0o644)
                 os.replace(tmp, self.path)
                 self._dirty = False
             except OSError:

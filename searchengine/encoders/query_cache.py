@@ -34,6 +34,7 @@ def _write_json_atomic(path: Path, value: object) -> None:
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             json.dump(value, handle, indent=2, sort_keys=True)
+        os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -61,6 +62,10 @@ class QueryCache:
 
     def path(self, space: str, identity: str) -> Path:
         return self.folder / self.name(space, identity)
+
+    def has_exports(self, space: str) -> bool:
+        """Whether any export of the space is here: without one, hashing weights is waste."""
+        return any(entry.is_dir() for entry in self.folder.glob(f"{space}-*"))
 
     def find(self, space: str, identity: str) -> Path | None:
         """The export for this exact model, if it is whole and its files are unchanged."""

@@ -158,7 +158,7 @@ class ModelRegistry:
         Torch-free: weights are found by the space's light resolution (or, for models only
         open_clip can find, where the last export found them) and identified by content."""
         cache = self.query_cache
-        if cache is None:
+        if cache is None or not cache.has_exports(space):
             return None
         try:
             driver = _driver(space)
