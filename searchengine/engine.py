@@ -42,6 +42,7 @@ def _format_message(found: int) -> str:
         "'searchengine index' once where it is writable to upgrade it"
     )
 
+
 __all__ = ["Engine", "IndexSummary", "check_types"]
 
 
@@ -81,7 +82,7 @@ class Engine:
             if changed:
                 self.config.save(self.dir)
         self.store = self._open_store()
-        self.models = ModelRegistry(self.config)
+        self.models = ModelRegistry(self.config, query_cache=self.dir / QUERY_MODELS)
         self.params = params or RankParams()
 
     def _open_store(self) -> Store:
@@ -143,8 +144,7 @@ class Engine:
         from searchengine.search import Ranker
 
         models = {s: self.config.model_key(s) for s in SPACES}
-        encoder_for = getattr(self.models, "query_encoder", self.models.encoder)
-        return Ranker(self.store, encoder_for, models, self.params)
+        return Ranker(self.store, self.models.query_encoder, models, self.params)
 
     # ---- indexing ----------------------------------------------------------------------
 

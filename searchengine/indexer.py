@@ -135,9 +135,7 @@ class Indexer:
         self._process(todo, summary, report)
         self.store.sync(SPACES)
         calibration.refresh(self.store, self.models, self.config)
-        export = getattr(self.models, "export_query_encoders", None)
-        if export is not None:
-            export()
+        self.models.export_query_encoders()
         summary.seconds = time.monotonic() - started
         return summary
 

@@ -65,6 +65,7 @@ class RankParams:
 
 DEFAULT_PARAMS = RankParams()
 
+
 def glob_for(path: str | None) -> str | None:
     """A user's --path pattern as a SQLite GLOB over absolute paths (relative = any suffix)."""
     if not path:
@@ -435,9 +436,7 @@ class Ranker:
                     offer(fid, segs[0][0], space, segs)
         ranked = sorted(best.items(), key=lambda kv: (-kv[1][0], kv[0]))[:k]
         records = self.catalog.files_by_id(fid for fid, _ in ranked)
-        shown = self._document_passages(
-            [(fid, v[1]) for fid, v in ranked if not v[2]], example
-        )
+        shown = self._document_passages([(fid, v[1]) for fid, v in ranked if not v[2]], example)
         hits = []
         for fid, (cos, space, segs) in ranked:
             rec = records.get(fid)
@@ -483,4 +482,3 @@ class Ranker:
                 )
             )
         return out
-

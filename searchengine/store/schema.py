@@ -96,8 +96,8 @@ def encode_vector(vec: np.ndarray) -> bytes:
 
 def decode_vectors(blobs: list[bytes]) -> np.ndarray:
     """Stored blobs of one dimension as float32 rows."""
-    return np.frombuffer(b"".join(blobs), dtype=np.float16).reshape(len(blobs), -1).astype(
-        np.float32
+    return (
+        np.frombuffer(b"".join(blobs), dtype=np.float16).reshape(len(blobs), -1).astype(np.float32)
     )
 
 

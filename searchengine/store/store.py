@@ -78,8 +78,10 @@ class VectorCache:
     def refresh(self) -> None:
         """Load the saved file if it is new to us, then apply what the catalog committed
         since: vectors with larger ids, and tombstones."""
-        if self.index is None and self.signature is None or (
-            not self.dirty and self._file_signature() != self.signature
+        if (
+            self.index is None
+            and self.signature is None
+            or (not self.dirty and self._file_signature() != self.signature)
         ):
             self._load()
         pruned = self.catalog.pruned_through()
@@ -179,6 +181,8 @@ class Store:
     def __init__(self, folder: Path, *, readonly: bool = False) -> None:
         self.dir = folder
         self.readonly = readonly
+        if not readonly:
+            folder.mkdir(parents=True, exist_ok=True)
         self.catalog = Catalog(folder / "catalog.db", readonly=readonly)
         self._caches: dict[tuple[str, str], VectorCache] = {}
         self._calibration: tuple[Any, dict[str, tuple[float, float]]] | None = None
