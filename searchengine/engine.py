@@ -93,14 +93,17 @@ class Engine:
         except OutdatedFormat as exc:
             if exc.found > SCHEMA_VERSION or not os.access(self.dir, os.W_OK):
                 raise UserError(_format_message(exc.found)) from None
-            with self.writer():
-                Store(self.dir, readonly=False).close()
+            with self._write_lock():
+                self._drop_old_caches(Store(self.dir, readonly=False)).close()
             store = Store(self.dir, readonly=True)
         except ValueError as exc:  # written by a newer version
             raise UserError(str(exc)) from None
-        if store.catalog.migrated_from == 1:  # version 1's FAISS files are of no use now
-            for old in SPACES:
-                (self.dir / f"{old}.faiss").unlink(missing_ok=True)
+        return self._drop_old_caches(store)
+
+    def _drop_old_caches(self, store: Store) -> Store:
+        if store.catalog.migrated_from == 1:  # format 1's FAISS files are of no use now
+            for space in SPACES:
+                (self.dir / f"{space}.faiss").unlink(missing_ok=True)
         return store
 
     @property
@@ -123,6 +126,11 @@ class Engine:
         """One writer per index; readers never wait (SQLite WAL, atomic FAISS files)."""
         if self.readonly:
             raise UserError(f"{self.dir} was opened read-only")
+        with self._write_lock():
+            yield
+
+    @contextmanager
+    def _write_lock(self) -> Iterator[None]:
         with open(self.dir / "lock", "w") as fh:
             try:
                 fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
