@@ -36,7 +36,13 @@ class IndexConfig:
         path = index_dir / CONFIG_NAME
         if not path.exists():
             return cls()
-        raw = json.loads(path.read_text(encoding="utf-8"))
+        return cls.load_dict(json.loads(path.read_text(encoding="utf-8")))
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def load_dict(cls, raw: dict) -> IndexConfig:
         cfg = cls()
         cfg.models.update(raw.get("models", {}))
         for key in (

@@ -31,6 +31,47 @@ QUERY_MODELS = "query-models"
 """Folder of the index holding the light (ONNX) query encoders exported from its models."""
 
 
+def _absolute(name: str) -> str:
+    """A model given as a local path is stored absolute, so the index works from any folder."""
+    path = Path(name).expanduser()
+    return str(path.resolve()) if path.exists() else name
+
+
+def _with_models(
+    config: IndexConfig, models: dict[str, str], clip_pretrained: str | None
+) -> tuple[IndexConfig, list[str]]:
+    """The config with the requested models, and which spaces they change."""
+    wanted = IndexConfig.load_dict(config.to_dict())
+    changed: list[str] = []
+    for space, name in models.items():
+        if name and wanted.models.get(space) != _absolute(name):
+            wanted.models[space] = _absolute(name)
+            changed.append(space)
+    if clip_pretrained and _absolute(clip_pretrained) != wanted.clip_pretrained:
+        wanted.clip_pretrained = _absolute(clip_pretrained)
+        if "clip" not in changed:
+            changed.append("clip")
+    return wanted, changed
+
+
+def _check_models(config: IndexConfig, spaces: list[str]) -> None:
+    """Each newly chosen model must be found before the index switches to it."""
+    registry = ModelRegistry(config)
+    for space in spaces:
+        if space == "speech" and config.models.get("speech") == "off":
+            continue
+        try:
+            registry.resolve(space)
+        except ModelUnavailable as exc:
+            raise UserError(f"{exc} Nothing was changed.") from None
+        except Exception as exc:  # an unknown open_clip name, a malformed config file
+            first = (str(exc).splitlines() or [type(exc).__name__])[0]
+            raise UserError(
+                f"{space} model '{config.models.get(space)}' cannot be used: {first}. "
+                "Nothing was changed."
+            ) from None
+
+
 def _format_message(found: int) -> str:
     if found > SCHEMA_VERSION:
         return (
@@ -69,17 +110,15 @@ class Engine:
         if not db.exists() and (readonly or not create):
             raise UserError(f"no index at {self.dir} yet: run 'searchengine index PATH' first")
         self.config = IndexConfig.load(self.dir)
-        changed = not (self.dir / "config.json").exists()
-        for space, name in (models or {}).items():
-            if name and self.config.models.get(space) != name:
-                self.config.models[space] = name
-                changed = True
-        if clip_pretrained and clip_pretrained != self.config.clip_pretrained:
-            self.config.clip_pretrained = clip_pretrained
-            changed = True
+        wanted, changed = _with_models(self.config, models or {}, clip_pretrained)
+        if changed and readonly:
+            raise UserError("models are chosen by 'searchengine index', not by a query")
+        if changed:
+            _check_models(wanted, changed)  # before anything is written: a typo changes nothing
+            self.config = wanted
         if not readonly:
             self.dir.mkdir(parents=True, exist_ok=True)
-            if changed:
+            if changed or not (self.dir / "config.json").exists():
                 self.config.save(self.dir)
         self.store = self._open_store()
         self.models = ModelRegistry(self.config, query_cache=self.dir / QUERY_MODELS)

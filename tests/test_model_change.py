@@ -1,0 +1,72 @@
+"""A model change is checked before anything is written: a mistyped name or a missing
+checkpoint is one clear line and the index is left exactly as it was; a model given by a
+relative path is stored absolute, so the index works from any folder (issue 10, item 1)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import pytest
+
+from searchengine import Engine
+from tests.conftest import run_cli, write_corpus
+
+
+def _fingerprint(index: Path) -> dict[str, str]:
+    return {
+        p.name: hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(index.iterdir())
+        if p.is_file() and p.name not in ("lock", "catalog.db-shm", "catalog.db-wal")
+    }
+
+
+@pytest.fixture(scope="module")
+def indexed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    base = tmp_path_factory.mktemp("models")
+    docs = write_corpus(base / "docs")
+    res = run_cli("index", str(docs), "--index", str(base / "index"))
+    assert res.returncode == 0, res.stderr
+    return docs, base / "index"
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("--text", "sentence-transformers/all-MiniLM-L6-v2-typo"),
+        ("--clip-pretrained", "missing/checkpoint.pt"),
+        ("--clip", "ViT-B-32-nonexistent"),
+        ("--clap", "./no-such-clap-folder"),
+    ],
+)
+def test_bad_model_name_changes_nothing(indexed, args) -> None:
+    docs, index = indexed
+    before = _fingerprint(index)
+    res = run_cli("index", str(docs), "--index", str(index), *args)
+    assert res.returncode == 2
+    assert "Nothing was changed" in res.stderr and "Traceback" not in res.stderr
+    assert _fingerprint(index) == before
+    hits = run_cli("search", "planets", "--index", str(index), "--json")
+    assert hits.returncode == 0 and "astronomy.rst" in hits.stdout
+
+
+def test_relative_checkpoint_is_stored_absolute(tmp_path: Path, test_models) -> None:
+    docs = write_corpus(tmp_path / "docs", {"note.txt": "a note about the harbour"})
+    cwd = os.getcwd()
+    try:
+        os.chdir(test_models["clip_checkpoint"].parent)
+        with Engine(
+            tmp_path / "index",
+            create=True,
+            models={"clip": test_models["clip_config"].name},
+            clip_pretrained=test_models["clip_checkpoint"].name,
+        ) as eng:
+            assert eng.config.clip_pretrained == str(test_models["clip_checkpoint"].resolve())
+            assert eng.config.models["clip"] == str(test_models["clip_config"].resolve())
+            eng.index([docs])
+    finally:
+        os.chdir(cwd)
+    with Engine(tmp_path / "index") as eng:  # from another folder: same model, nothing stale
+        assert eng.index([docs]).unchanged == 1
+        assert eng.models.resolve("clip").location == str(test_models["clip_checkpoint"].resolve())
