@@ -144,19 +144,18 @@ class ModelRegistry:
             return enc
 
     def model_identity(self, space: str, resolved: Resolved) -> str:
-        """The content hash of the model `resolved` points at (memoised; no torch)."""
+        """The content hash of the model `resolved` points at (no torch). File hashes are
+        memoised in memory; only the indexing side writes the memo (readers never write)."""
         assert self.query_cache is not None
         descriptor, files = _driver(space).describe(self.config, resolved)
-        try:
-            return identity(space, descriptor, files, self.query_cache.memo)
-        finally:
-            self.query_cache.memo.save()
+        return identity(space, descriptor, files, self.query_cache.memo)
 
     def query_export(self, space: str) -> Path | None:
         """The checked ONNX export of the space's current model, if the cache holds one.
 
-        Torch-free: weights are found by the space's light resolution (or, for models only
-        open_clip can find, where the last export found them) and identified by content."""
+        Torch-free and read-only (a query never writes into the index): weights are found by
+        the space's light resolution (or, for models only open_clip can find, where the last
+        export found them) and identified by content."""
         cache = self.query_cache
         if cache is None or not cache.has_exports(space):
             return None
@@ -170,8 +169,6 @@ class ModelRegistry:
             return cache.find(space, self.model_identity(space, resolved))
         except (ModelUnavailable, ModuleNotFoundError, OSError, ValueError):
             return None
-        finally:
-            cache.memo.save()
 
     def query_encoder(self, space: str) -> Encoder:
         """An encoder for text queries: the ONNX export of the space's current model when the
