@@ -137,15 +137,7 @@ def cli_on_read_only_mount(folder: Path, *args: str) -> subprocess.CompletedProc
     "wal_files",
     [
         "present",
-        pytest.param(
-            "absent",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="SQLite cannot open a WAL catalog read-only (mode=ro) on a read-only "
-                "disk unless catalog.db-wal and -shm exist; store/catalog.py must open it "
-                "immutable there",
-            ),
-        ),
+        "absent",
     ],
 )
 def test_cli_search_on_a_read_only_disk(built, tmp_path, wal_files):

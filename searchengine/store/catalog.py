@@ -45,6 +45,7 @@ from sqlalchemy import (
     text,
     update,
 )
+from sqlalchemy.exc import OperationalError
 
 from searchengine.store import schema
 from searchengine.store.schema import decode_vector, decode_vectors, encode_vector
@@ -194,7 +195,19 @@ class Catalog:
     def __init__(self, db_path: Path, *, readonly: bool = False) -> None:
         self.path = db_path
         self.readonly = readonly
-        url = f"sqlite:///file:{db_path}?mode=ro&uri=true" if readonly else f"sqlite:///{db_path}"
+        if readonly:
+            try:
+                self._connect(f"sqlite:///file:{db_path}?mode=ro&uri=true", readonly=True)
+            except OperationalError:
+                # a read-only disk where SQLite cannot make the WAL index files: nothing
+                # can change the database there, so it is opened as immutable
+                self._connect(f"sqlite:///file:{db_path}?mode=ro&immutable=1&uri=true", True)
+        else:
+            self._connect(f"sqlite:///{db_path}", readonly=False)
+            with self.engine.begin() as conn:
+                self.migrated_from = schema.upgrade(conn)
+
+    def _connect(self, url: str, readonly: bool) -> None:
         self.engine = create_engine(url, future=True)
 
         @event.listens_for(self.engine, "connect")
@@ -208,15 +221,16 @@ class Catalog:
             cur.close()
 
         if readonly:
-            with self.engine.connect() as conn:
-                found = schema.version(conn)
+            try:
+                with self.engine.connect() as conn:
+                    found = schema.version(conn)
+            except OperationalError:
+                self.engine.dispose()
+                raise
             if found != schema.SCHEMA_VERSION:
                 self.engine.dispose()
                 raise OutdatedFormat(found)
             self.migrated_from = found
-        else:
-            with self.engine.begin() as conn:
-                self.migrated_from = schema.upgrade(conn)
 
     def close(self) -> None:
         self.engine.dispose()
@@ -732,6 +746,39 @@ class Catalog:
         for fid, meta in rows:
             out[fid] = list(json.loads(meta).get("waiting", [])) if meta else []
         return out
+
+    def unreachable(self) -> dict[int, tuple[str, str]]:
+        """Files kept though the last run could not read them or a folder above them:
+        id -> (the path that could not be read, why). Kept in the file's meta."""
+        sql = (
+            "SELECT id, json_extract(meta, '$.unreachable.at'), "
+            "json_extract(meta, '$.unreachable.reason') FROM files "
+            "WHERE meta LIKE '%\"unreachable\"%' AND json_extract(meta, '$.unreachable') "
+            "IS NOT NULL"
+        )
+        with self.engine.connect() as conn:
+            return {int(r[0]): (str(r[1]), str(r[2])) for r in conn.execute(text(sql))}
+
+    def mark_unreachable(
+        self, conn: Connection, marks: dict[int, tuple[str, str]], clear: Iterable[int] = ()
+    ) -> None:
+        """Record (path, reason) on files a walk could not reach; forget it on `clear`."""
+        if marks:
+            conn.execute(
+                text(
+                    "UPDATE files SET meta = json_set(coalesce(meta, '{}'), '$.unreachable', "
+                    "json_object('at', :at, 'reason', :reason)) WHERE id = :id"
+                ),
+                [{"id": fid, "at": at, "reason": why} for fid, (at, why) in marks.items()],
+            )
+        ids = list(clear)
+        for i in range(0, len(ids), 500):
+            conn.execute(
+                text(
+                    "UPDATE files SET meta = json_remove(meta, '$.unreachable') WHERE id IN :ids"
+                ).bindparams(bindparam("ids", expanding=True)),
+                {"ids": ids[i : i + 500]},
+            )
 
     def files_by_id(self, ids: Iterable[int]) -> dict[int, FileRecord]:
         cols = [files.c[n] for n in FileRecord.__slots__]
