@@ -22,7 +22,8 @@ scripts/fetch_samples.py takes out of Debian packages (fetched here when missing
   Speech-to-text is off for this set, so it measures CLAP alone.
 - `manpages-seealso`: `similar` against its own text model on relatedness judged by people
   (the SEE ALSO sections of Debian's manpages and manpages-dev), NDCG@5 and R@10; see
-  scripts/eval_similar.py, which builds and runs it.
+  scripts/eval_similar.py, which builds and runs it. `manpages-seealso-cut`: the same pages
+  and queries with the SEE ALSO sections cut from the indexed text.
 
 Image and sound files are indexed under neutral names (0001.png, ...), in shuffled order,
 so neither the file-name BM25 nor the tie-break by path can see the label. Documents keep
@@ -85,7 +86,13 @@ from evalkit import (  # noqa: E402
     stage,
 )
 
-SETS = ("docs-titles", "images-labels", "sounds-labels", eval_similar.SET_NAME)
+SETS = (
+    "docs-titles",
+    "images-labels",
+    "sounds-labels",
+    eval_similar.SET_NAME,
+    eval_similar.CUT_SET_NAME,
+)
 KS = (1, 5, 10)
 MRR_K = 10
 TEST_MODELS = REPO / "tests" / ".models"
@@ -485,12 +492,14 @@ def run(args: argparse.Namespace) -> tuple[list[Row], list[str], list[str]]:
                 args.fresh,
             )
             report.notes.append("text model: the index default (all-MiniLM-L6-v2)")
-        elif name == eval_similar.SET_NAME:
+        elif name in (eval_similar.SET_NAME, eval_similar.CUT_SET_NAME):
             folder = ensure_samples("manpages", args.samples)
-            pages = eval_similar.build_seealso_set(folder, args.corpus, args.queries, args.seed)
+            pages = eval_similar.build_seealso_set(
+                folder, args.corpus, args.queries, args.seed, cut=name == eval_similar.CUT_SET_NAME
+            )
             sim = eval_similar.evaluate_similar(pages, args.index_root, args.seed, args.fresh)
             sim.notes.append("text model: the index default (all-MiniLM-L6-v2)")
-            report = SetReport([], sim.notes, [eval_similar.markdown_table(sim.rows)])
+            report = SetReport([], sim.notes, [eval_similar.markdown_table(sim.rows, sim.name)])
         elif name == "images-labels":
             if not args.clip_config:
                 notes.append(

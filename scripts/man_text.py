@@ -9,7 +9,8 @@ same text comes out on every machine, so an evaluation built on it is reproducib
   escapes dropped, special characters (\\(em, \\[aq], \\e, \\-) as Unicode. None for a
   `.so` redirect stub (a page that only points at another page).
 - `so_target(source)`: the page a `.so` stub points at ("man2/chmod.2" -> "chmod.2").
-- `see_also(text)`: the `name(section)` references of the text's SEE ALSO section.
+- `see_also(text)`: the `name(section)` references of the text's SEE ALSO section;
+  `cut_see_also(text)` the text without that section.
 - `build_see_also(folder, aliases)`: the references of every page under `folder`, resolved
   through aliases (symlinked and `.so` pages) to real pages, as a JSON-ready dict.
 """
@@ -393,6 +394,22 @@ def see_also(text: str) -> list[tuple[str, str]]:
                 if ref not in refs:
                     refs.append(ref)
     return refs
+
+
+def cut_see_also(text: str) -> str:
+    """The text without its SEE ALSO section (the heading up to the next heading)."""
+    out: list[str] = []
+    inside = False
+    for line in text.splitlines(keepends=True):
+        stripped = line.strip()
+        if stripped == "SEE ALSO":
+            inside = True
+            continue
+        if inside and stripped and line.rstrip("\n") == stripped and _HEADING.match(stripped):
+            inside = False
+        if not inside:
+            out.append(line)
+    return "".join(out).rstrip("\n") + "\n"
 
 
 def page_key(path: Path) -> str:

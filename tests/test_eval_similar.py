@@ -160,6 +160,13 @@ def test_see_also_parses_only_its_section() -> None:
     assert mt.see_also("NAME\nno references here(2)\n") == []
 
 
+def test_cut_see_also() -> None:
+    text = "NAME\nfoo\n\nSEE ALSO\nbar(3), baz(2)\n\nCOLOPHON\nkept\n"
+    assert mt.cut_see_also(text) == "NAME\nfoo\n\nCOLOPHON\nkept\n"
+    assert mt.cut_see_also(mt.roff_to_text(PAGE)).rstrip().endswith("EPERM chmod() is not allowed")
+    assert mt.see_also(mt.cut_see_also(mt.roff_to_text(PAGE))) == []
+
+
 def test_build_see_also_resolves_aliases(tmp_path: Path) -> None:
     pages = {
         "pkg/man2/chmod.2.txt": "NAME\nchmod\n\nSEE ALSO\nfchmod(2), chown(2), ls(1), chmod(2)\n",
@@ -346,3 +353,20 @@ def test_similar_eval_end_to_end(tmp_path: Path) -> None:
     again = es.evaluate_similar(labelled, tmp_path / "eval", seed=0)
     assert any("0 pages embedded in this run" in n for n in again.notes)
     assert [r.ndcg for r in again.rows] == [r.ndcg for r in report.rows]
+
+
+def test_cut_variant_indexes_pages_without_see_also(tmp_path: Path) -> None:
+    folder = write_man_set(tmp_path)
+    plain = es.build_seealso_set(folder, 100, 100, seed=0)
+    cut = es.build_seealso_set(folder, 100, 100, seed=0, cut=True)
+    assert cut.name == "manpages-seealso-cut" and plain.name == "manpages-seealso"
+    assert cut.queries == plain.queries and cut.files == plain.files
+    report = es.evaluate_similar(cut, tmp_path / "eval", seed=0)
+    staged = sorted((tmp_path / "eval" / "manpages-seealso-cut" / "corpus").rglob("*.txt"))
+    assert len(staged) == len(TOPICS)
+    assert not any("SEE ALSO" in p.read_text() for p in staged)
+    assert "SEE ALSO" in (folder / "pkg" / "man2" / "open.2.txt").read_text()  # source intact
+    assert report.name == "manpages-seealso-cut"
+    assert "| manpages-seealso-cut | similar -k 10 (engine) | 1 |" in es.markdown_table(
+        report.rows, report.name
+    )
