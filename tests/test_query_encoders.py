@@ -60,7 +60,17 @@ def test_every_space_exports_once_then_is_cached(exported):
     assert results == {space: "exported" for space in SPACES}
     for space in SPACES:
         folder = export_folder(cache, space)
-        assert {p.name for p in folder.iterdir()} == {"model.onnx", "tokenizer.json", "query.json"}
+        assert {p.name for p in folder.iterdir()} == {
+            "model.onnx",
+            "model.onnx.data",
+            "tokenizer.json",
+            "query.json",
+        }
+        assert set(json.loads((folder / "query.json").read_text())["files"]) == {
+            "model.onnx",
+            "model.onnx.data",
+            "tokenizer.json",
+        }
         meta = json.loads((folder / "query.json").read_text())
         assert meta["space"] == space and folder.name == f"{space}-{meta['identity'][:24]}"
     assert not list(cache.glob(".*.tmp"))  # no staging folder left behind

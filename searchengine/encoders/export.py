@@ -1,9 +1,11 @@
 """Export a space's query tower to ONNX, at index time, and keep it only if it matches.
 
 Runs where the full encoder is loaded anyway (indexing), so torch is allowed here. Each export
-is written into a temporary folder beside its final place, checked against the full model on
-`QUERY_SET` (same token ids, cosine >= `MIN_COSINE` for every query, alone and batched) and
-only then renamed into place: a kill leaves either no export or a whole, checked one.
+is traced by torch, optimised and saved with external weights by ONNX Runtime (the layout in
+onnx_query.py) in a temporary folder beside its final place, checked as queries will load it
+against the full model on `QUERY_SET` (same token ids, cosine >= `MIN_COSINE` for every
+query, alone and batched), and only then renamed into place: a kill leaves either no export
+or a whole, checked one.
 """
 
 from __future__ import annotations
@@ -24,10 +26,13 @@ import numpy as np
 from searchengine.encoders.base import Encoder
 from searchengine.encoders.identity import sha256_file
 from searchengine.encoders.onnx_query import (
+    META_FILE,
     MODEL_FILE,
     TOKENIZER_FILE,
+    WEIGHTS_FILE,
     ExportMeta,
     OnnxQueryEncoder,
+    session_options,
 )
 
 log = logging.getLogger(__name__)
@@ -311,6 +316,24 @@ def _export_onnx(prepared: Prepared, path: Path) -> None:
         )
 
 
+def _optimise(raw: Path, target: Path) -> None:
+    """Save the exported graph optimised at ONNX Runtime's basic level (constant folding and
+    fusions into standard ONNX ops, so any runtime that reads the opset runs it), with the
+    weights in `WEIGHTS_FILE` beside it, so that query sessions load it without optimising
+    and map the weights instead of copying them."""
+    import onnxruntime as ort
+
+    options = session_options(optimise=True)
+    options.optimized_model_filepath = str(target)
+    options.add_session_config_entry(
+        "session.optimized_model_external_initializers_file_name", WEIGHTS_FILE
+    )
+    options.add_session_config_entry(
+        "session.optimized_model_external_initializers_min_size_in_bytes", "1024"
+    )
+    ort.InferenceSession(str(raw), sess_options=options, providers=["CPUExecutionProvider"])
+
+
 def _check(prepared: Prepared, full: Encoder, folder: Path) -> None:
     """Raise ExportRejected unless the export reproduces the full model on QUERY_SET."""
     queries = list(QUERY_SET)
@@ -359,11 +382,17 @@ def write_export(full: Encoder, target: Path, identity: str, model: str) -> None
     staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp"))
     try:
         prepared.tokenizer.save(str(staging / TOKENIZER_FILE))
-        _export_onnx(prepared, staging / MODEL_FILE)
-        files = {name: sha256_file(staging / name) for name in (MODEL_FILE, TOKENIZER_FILE)}
-        prepared.meta.files = files
+        raw = staging / ".raw"  # torch's graph, and any weight files it writes beside it
+        raw.mkdir()
+        _export_onnx(prepared, raw / MODEL_FILE)
+        _optimise(raw / MODEL_FILE, staging / MODEL_FILE)
+        shutil.rmtree(raw)
+        names = (MODEL_FILE, WEIGHTS_FILE, TOKENIZER_FILE)
+        prepared.meta.files = {name: sha256_file(staging / name) for name in names}
         prepared.meta.save(staging)
-        _check(prepared, full, staging)
+        _check(prepared, full, staging)  # the files as queries will load them
+        for name in (*names, META_FILE):
+            os.chmod(staging / name, 0o644)
         os.chmod(staging, 0o755)
         try:
             os.replace(staging, target)
