@@ -1,225 +1,130 @@
-"""The `searchengine` command: parse, call Engine, render. No indexing or ranking logic here."""
+"""The `searchengine` command: parse, call Engine, render. No indexing or ranking logic here.
+
+A cold `searchengine search` is a latency target (DESIGN.md), so this module imports nothing
+heavy at load: `main` parses a well-formed `search` with the standard library and runs it;
+every other command, `--help` and anything the small parser is unsure of go to the Typer app
+in commands.py, which owns the options and their help. Both run `run_search`.
+"""
 
 from __future__ import annotations
 
+import argparse
 import json
-import os
+import re
 import sys
 from collections.abc import Callable
+from functools import cache
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
-import typer
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
-
-from searchengine.engine import Engine, IndexSummary
 from searchengine.errors import UserError
-from searchengine.types import Hit
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from searchengine.engine import Engine
+    from searchengine.types import Hit
 
 T = TypeVar("T")
 
-app = typer.Typer(
-    add_completion=False,
-    no_args_is_help=True,
-    help="Search your own documents, photos, recordings and videos by meaning.",
-)
-out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
 
-IndexOpt = Annotated[
-    Path | None,
-    typer.Option(
-        "--index", help="Index folder (default: $SEARCHENGINE_INDEX or the user data dir)."
-    ),
-]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
-TypeOpt = Annotated[
-    str | None, typer.Option("--type", help="Only these types: image,audio,video,text.")
-]
+@cache
+def out() -> Console:
+    from rich.console import Console
+
+    return Console(highlight=False, soft_wrap=True)
 
 
-def _fail(message: str, code: int = 2) -> None:
-    err.print(f"[red]error:[/red] {message}", markup=True)
-    raise typer.Exit(code)
+@cache
+def err() -> Console:
+    from rich.console import Console
+
+    return Console(stderr=True, highlight=False, soft_wrap=True)
 
 
-def _open(index: Path | None, *, create: bool = False, **kw: Any) -> Engine:
+def fail(message: str, code: int = 2) -> NoReturn:
+    """A user mistake: one line on stderr, no traceback, exit status `code`."""
+    err().print(f"[red]error:[/red] {message}", markup=True)
+    raise SystemExit(code)
+
+
+def open_engine(index: Path | None, *, create: bool = False, **kw: Any) -> Engine:
+    from searchengine.engine import Engine
+
     try:
         return Engine(index, create=create, **kw)
     except UserError as exc:
-        _fail(str(exc))
-        raise  # unreachable; keeps type checkers calm
+        fail(str(exc))
 
 
-def _types(value: str | None) -> list[str] | None:
+def types_list(value: str | None) -> list[str] | None:
     return [t for t in value.split(",") if t.strip()] if value else None
 
 
-def _print_json(data: Any) -> None:
+def print_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, ensure_ascii=False, indent=2) + "\n")
 
 
-@app.command()
-def index(
-    paths: Annotated[list[Path], typer.Argument(help="Files or folders to index.")],
-    index: IndexOpt = None,
-    json_out: JsonOpt = False,
-    clip: Annotated[str | None, typer.Option(help="open_clip model name or config JSON.")] = None,
-    clip_pretrained: Annotated[
-        str | None, typer.Option(help="open_clip pretrained tag or checkpoint file.")
-    ] = None,
-    clap: Annotated[str | None, typer.Option(help="CLAP model id or folder.")] = None,
-    text: Annotated[
-        str | None, typer.Option(help="sentence-transformers model id or folder.")
-    ] = None,
-    speech: Annotated[
-        str | None, typer.Option(help="faster-whisper size or folder, or 'off'.")
-    ] = None,
-) -> None:
-    """Index files and folders: new and changed files are embedded, moves followed."""
-    models = {"clip": clip, "clap": clap, "text": text, "speech": speech}
-    engine = _open(
-        index,
-        create=True,
-        models={k: v for k, v in models.items() if v},
-        clip_pretrained=clip_pretrained,
-    )
-    quiet = json_out or not err.is_terminal
-    try:
-        with Progress(
-            TextColumn("[bold]{task.description:<8}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            TextColumn("{task.fields[path]}", style="dim"),
-            console=err,
-            disable=quiet,
-            transient=True,
-        ) as bar:
-            tasks: dict[str, Any] = {}
-
-            def progress(phase: str, done: int, total: int, path: str) -> None:
-                if phase not in tasks:
-                    tasks[phase] = bar.add_task(phase, total=total or None, path="")
-                short = os.path.basename(path)[:40]
-                bar.update(tasks[phase], completed=done, total=total or None, path=short)
-
-            summary = engine.index([str(p) for p in paths], progress=progress)
-    except UserError as exc:
-        _fail(str(exc))
-    finally:
-        engine.close()
-    if json_out:
-        _print_json(summary.to_json())
-    else:
-        _render_summary(summary)
-    for note in summary.notes:
-        err.print(f"[yellow]note:[/yellow] {note}")
-
-
-def _render_summary(s: IndexSummary) -> None:
-    parts = [
-        f"{s.added} added",
-        f"{s.changed} changed",
-        f"{s.moved} moved",
-        f"{s.deleted} deleted",
-        f"{s.unchanged} unchanged",
-        f"{s.failed} failed",
-        f"{s.skipped} skipped",
-        f"{s.pending} pending",
-    ]
-    out.print(", ".join(parts) + f" in {s.seconds:.1f}s")
-    for old, new in s.moves[:20]:
-        out.print(f"  moved {old} -> {new}")
-
-
-def _with_engine(
-    index: Path | None, call: Callable[[Engine], T], *, readonly: bool = True
-) -> T:
+def with_engine(index: Path | None, call: Callable[[Engine], T], *, readonly: bool = True) -> T:
     """Open the index (read-only unless the call writes), run one call, close it; a user
     mistake becomes one line on stderr."""
-    engine = _open(index, readonly=readonly)
+    engine = open_engine(index, readonly=readonly)
     try:
         return call(engine)
     except UserError as exc:
-        _fail(str(exc))
-        raise  # unreachable
+        fail(str(exc))
     finally:
         engine.close()
 
 
-def _show_hits(hits: list[Hit], json_out: bool) -> None:
+def show_hits(hits: list[Hit], json_out: bool) -> None:
     if json_out:
-        _print_json([h.to_json() for h in hits])
+        print_json([h.to_json() for h in hits])
     else:
-        _render_hits(hits)
+        render_hits(hits)
 
 
-def _render_hits(hits: list[Hit]) -> None:
+def render_hits(hits: list[Hit]) -> None:
     if not hits:
-        out.print("no matches")
+        out().print("no matches")
         return
     for rank, hit in enumerate(hits, 1):
-        out.print(f"[bold]{rank:>2}. {hit.path}[/bold]  [dim]{hit.type} {hit.score:.3f}[/dim]")
+        out().print(f"[bold]{rank:>2}. {hit.path}[/bold]  [dim]{hit.type} {hit.score:.3f}[/dim]")
         for seg in hit.segments[:2]:
             where = ""
             if seg.start is not None:
                 unit = "s" if hit.type in ("audio", "video") else ""
                 where = f"[{seg.start:g}{unit}-{seg.end:g}{unit}] "
             if seg.text:
-                out.print(f"     {where}{seg.text}", markup=False)
+                out().print(f"     {where}{seg.text}", markup=False)
 
 
-AfterOpt = Annotated[
-    str | None, typer.Option("--after", help="Only files dated on or after (YYYY-MM-DD).")
-]
-BeforeOpt = Annotated[
-    str | None, typer.Option("--before", help="Only files dated before (YYYY-MM-DD).")
-]
-MinDurOpt = Annotated[
-    float | None, typer.Option("--min-duration", help="Audio/video of at least N seconds.")
-]
-MaxDurOpt = Annotated[
-    float | None, typer.Option("--max-duration", help="Audio/video of at most N seconds.")
-]
-PathOpt = Annotated[str | None, typer.Option("--path", help="Only paths matching this glob.")]
-KOpt = Annotated[int, typer.Option("-k", help="How many files to return.")]
-
-
-@app.command()
-def search(
-    query: Annotated[str, typer.Argument(help="What you are looking for, in words.")],
-    index: IndexOpt = None,
-    k: KOpt = 10,
-    type_: TypeOpt = None,
-    path: PathOpt = None,
-    after: AfterOpt = None,
-    before: BeforeOpt = None,
-    min_duration: MinDurOpt = None,
-    max_duration: MaxDurOpt = None,
-    min_score: Annotated[
-        float, typer.Option("--min-score", help="Drop hits scoring below this (0..1).")
-    ] = 0.0,
-    like: Annotated[
-        Path | None, typer.Option("--like", help="Add an example file to the query.")
-    ] = None,
-    negative: Annotated[str | None, typer.Option("--not", help="Words to steer away from.")] = None,
-    diverse: Annotated[
-        bool, typer.Option("--diverse/--no-diverse", help="Keep near duplicates apart.")
-    ] = True,
-    json_out: JsonOpt = False,
+def run_search(
+    query: str,
+    *,
+    index: Path | None = None,
+    k: int = 10,
+    type_: str | None = None,
+    path: str | None = None,
+    after: str | None = None,
+    before: str | None = None,
+    min_duration: float | None = None,
+    max_duration: float | None = None,
+    min_score: float = 0.0,
+    like: Path | None = None,
+    negative: str | None = None,
+    diverse: bool = True,
+    json_out: bool = False,
 ) -> None:
-    """Search the index with a text query (optionally with an example file)."""
+    """`searchengine search`, whichever parser read the command line."""
     if not query.strip() and like is None:
-        _fail("the query is empty")
-    hits = _with_engine(
+        fail("the query is empty")
+    hits = with_engine(
         index,
         lambda engine: engine.search(
             query,
             k=k,
-            types=_types(type_),
+            types=types_list(type_),
             path=path,
             after=after,
             before=before,
@@ -231,141 +136,92 @@ def search(
             diverse=diverse,
         ),
     )
-    _show_hits(hits, json_out)
+    show_hits(hits, json_out)
 
 
-@app.command()
-def similar(
-    file: Annotated[Path, typer.Argument(help="An example file, indexed or not.")],
-    index: IndexOpt = None,
-    k: KOpt = 10,
-    type_: TypeOpt = None,
-    path: PathOpt = None,
-    after: AfterOpt = None,
-    before: BeforeOpt = None,
-    min_duration: MinDurOpt = None,
-    max_duration: MaxDurOpt = None,
-    json_out: JsonOpt = False,
-) -> None:
-    """Find files like an example file."""
-    hits = _with_engine(
-        index,
-        lambda engine: engine.similar(
-            str(file),
-            k=k,
-            types=_types(type_),
-            path_glob=path,
-            after=after,
-            before=before,
-            min_duration=min_duration,
-            max_duration=max_duration,
-        ),
-    )
-    _show_hits(hits, json_out)
+# ---- the quick parser of `search` --------------------------------------------------------
+
+INT = re.compile(r"[+-]?[0-9]+")
+FLOAT = re.compile(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?")
 
 
-@app.command()
-def duplicates(
-    index: IndexOpt = None,
-    threshold: Annotated[
-        float, typer.Option("--threshold", help="Cosine similarity for near duplicates, 0-1.")
-    ] = 0.95,
-    exact_only: Annotated[
-        bool, typer.Option("--exact-only", help="Only identical files, no vector search.")
-    ] = False,
-    type_: TypeOpt = None,
-    json_out: JsonOpt = False,
-) -> None:
-    """Groups of exact copies (same content) and near duplicates (alike in a space)."""
-    from searchengine.duplicates import find_duplicates, render_text
-
-    groups = _with_engine(
-        index,
-        lambda engine: find_duplicates(
-            engine, near=not exact_only, threshold=threshold, types=_types(type_)
-        ),
-    )
-    if json_out:
-        _print_json([g.to_json() for g in groups])
-    else:
-        out.print(render_text(groups), markup=False)
+class Unsure(Exception):
+    """The quick parser leaves this command line to Typer (help, errors, anything unusual)."""
 
 
-@app.command()
-def thumb(
-    file: Annotated[Path, typer.Argument(help="A video or an image.")],
-    at: Annotated[float, typer.Option("--at", help="Seconds into the video.")] = 0.0,
-    output: Annotated[Path, typer.Option("-o", "--output", help="Where to write it.")] = Path(
-        "thumb.jpg"
-    ),
-    size: Annotated[
-        int | None, typer.Option("--size", help="Longest side in pixels (default: full).")
-    ] = None,
-) -> None:
-    """Write the frame of a video at a moment (or an image, upright) to a file."""
-    from searchengine.thumbs import thumbnail
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise Unsure(message)
 
+
+def _matching(pattern: re.Pattern[str], convert: Callable[[str], T]) -> Callable[[str], T]:
+    def parse(value: str) -> T:
+        if not pattern.fullmatch(value):
+            raise Unsure(value)
+        return convert(value)
+
+    return parse
+
+
+def _path(value: str) -> Path:
+    if not value:
+        raise Unsure("empty path")
+    return Path(value)
+
+
+@cache
+def search_parser() -> argparse.ArgumentParser:
+    """`searchengine search`'s options as commands.py declares them (a test keeps the two
+    in step); help and error messages are Typer's alone."""
+    number = _matching(FLOAT, float)
+    parser = _Parser(prog="searchengine search", add_help=False, allow_abbrev=False)
+    parser.add_argument("query")
+    parser.add_argument("--index", type=_path, default=None)
+    parser.add_argument("-k", type=_matching(INT, int), default=10)
+    parser.add_argument("--type", dest="type_", default=None)
+    parser.add_argument("--path", default=None)
+    parser.add_argument("--after", default=None)
+    parser.add_argument("--before", default=None)
+    parser.add_argument("--min-duration", type=number, default=None)
+    parser.add_argument("--max-duration", type=number, default=None)
+    parser.add_argument("--min-score", type=number, default=0.0)
+    parser.add_argument("--like", type=_path, default=None)
+    parser.add_argument("--not", dest="negative", default=None)
+    parser.add_argument("--diverse", dest="diverse", action="store_true", default=True)
+    parser.add_argument("--no-diverse", dest="diverse", action="store_false")
+    parser.add_argument("--json", dest="json_out", action="store_true", default=False)
+    return parser
+
+
+def quick_search_args(argv: list[str]) -> dict[str, Any] | None:
+    """`run_search`'s arguments when `argv` is a plain, valid `search` command line; None
+    leaves it to Typer."""
+    if not argv or argv[0] != "search" or any(a in ("--help", "-h") for a in argv[1:]):
+        return None
     try:
-        written = thumbnail(file, output, at=at, max_side=size)
-    except UserError as exc:
-        _fail(str(exc))
-    out.print(f"wrote {written}")
+        return vars(search_parser().parse_args(argv[1:]))
+    except (Unsure, argparse.ArgumentError):
+        return None
 
 
-@app.command()
-def models(index: IndexOpt = None, json_out: JsonOpt = False) -> None:
-    """Each space's configured model and whether its weights can be found here."""
-    from searchengine.config import IndexConfig, default_index_dir
-    from searchengine.encoders.registry import ModelRegistry
-
-    rows = ModelRegistry(IndexConfig.load(index or default_index_dir())).report()
-    if json_out:
-        _print_json(rows)
+def main(argv: list[str] | None = None) -> None:
+    """The `searchengine` command (the console script's entry point)."""
+    args = sys.argv[1:] if argv is None else list(argv)
+    quick = quick_search_args(args)
+    if quick is not None:
+        run_search(quick.pop("query"), **quick)
         return
-    for row in rows:
-        mark = "[green]ok[/green]" if row["available"] else "[yellow]missing[/yellow]"
-        out.print(f"{row['space']:<5} {row['model']}  {mark}")
-        out.print(f"      {row['weights']}", markup=False)
+    from searchengine.commands import app
+
+    app(args=args)
 
 
-@app.command()
-def status(index: IndexOpt = None, json_out: JsonOpt = False) -> None:
-    """What the index holds: files per type and state, models, failures."""
-    info = _with_engine(index, lambda engine: engine.status())
-    if json_out:
-        _print_json(info)
-        return
-    out.print(f"index: {info['index']}  ({info['files']} files)")
-    table = Table("type", "indexed", "pending", "failed", "skipped")
-    for ftype, counts in sorted(info["types"].items()):
-        table.add_row(
-            ftype, *(str(counts.get(s, 0)) for s in ("indexed", "pending", "failed", "skipped"))
-        )
-    out.print(table)
-    for space, sp in info["spaces"].items():
-        mark = "ok" if sp["available"] else "missing"
-        out.print(f"{space:<5} {sp['model']}  vectors={sp['vectors']}  weights {mark}")
-        if not sp["available"]:
-            out.print(f"      {sp['weights']}", markup=False)
-    for key in ("failed", "skipped", "pending"):
-        for item in info[key][:50]:
-            out.print(f"{key}: {item['path']}: {item['reason']}", markup=False)
+def __getattr__(name: str) -> Any:
+    if name == "app":  # the Typer app, for callers that import it from here
+        from searchengine.commands import app
 
-
-@app.command()
-def remove(
-    paths: Annotated[list[Path], typer.Argument(help="Files or folders to forget.")],
-    index: IndexOpt = None,
-) -> None:
-    """Remove files or folders from the index (the files on disk are not touched)."""
-    count = _with_engine(
-        index, lambda engine: engine.remove([str(p) for p in paths]), readonly=False
-    )
-    out.print(f"removed {count} files from the index")
-
-
-def main() -> None:
-    app()
+        return app
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,322 @@
+"""The Typer app behind `searchengine`: every command, its options and its help.
+
+`searchengine.cli.main` runs a well-formed `search` without it (Typer's start-up is about a
+tenth of a second of a cold query) and hands everything else here. No indexing or ranking
+logic here: parse, call Engine through cli.py's helpers, render."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from searchengine.cli import (
+    err,
+    fail,
+    open_engine,
+    out,
+    print_json,
+    run_search,
+    show_hits,
+    types_list,
+    with_engine,
+)
+from searchengine.errors import UserError
+
+if TYPE_CHECKING:
+    from searchengine.indexer import IndexSummary
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="Search your own documents, photos, recordings and videos by meaning.",
+)
+
+IndexOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--index", help="Index folder (default: $SEARCHENGINE_INDEX or the user data dir)."
+    ),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
+TypeOpt = Annotated[
+    str | None, typer.Option("--type", help="Only these types: image,audio,video,text.")
+]
+
+
+@app.command()
+def index(
+    paths: Annotated[list[Path], typer.Argument(help="Files or folders to index.")],
+    index: IndexOpt = None,
+    json_out: JsonOpt = False,
+    clip: Annotated[str | None, typer.Option(help="open_clip model name or config JSON.")] = None,
+    clip_pretrained: Annotated[
+        str | None, typer.Option(help="open_clip pretrained tag or checkpoint file.")
+    ] = None,
+    clap: Annotated[str | None, typer.Option(help="CLAP model id or folder.")] = None,
+    text: Annotated[
+        str | None, typer.Option(help="sentence-transformers model id or folder.")
+    ] = None,
+    speech: Annotated[
+        str | None, typer.Option(help="faster-whisper size or folder, or 'off'.")
+    ] = None,
+    prune: Annotated[
+        bool, typer.Option("--prune", help="Forget files under given paths that are gone.")
+    ] = False,
+) -> None:
+    """Index files and folders: new and changed files are embedded, moves followed."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    models = {"clip": clip, "clap": clap, "text": text, "speech": speech}
+    engine = open_engine(
+        index,
+        create=True,
+        models={k: v for k, v in models.items() if v},
+        clip_pretrained=clip_pretrained,
+    )
+    quiet = json_out or not err().is_terminal
+    try:
+        with Progress(
+            TextColumn("[bold]{task.description:<8}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TextColumn("{task.fields[path]}", style="dim"),
+            console=err(),
+            disable=quiet,
+            transient=True,
+        ) as bar:
+            tasks: dict[str, Any] = {}
+
+            def progress(phase: str, done: int, total: int, path: str) -> None:
+                if phase not in tasks:
+                    tasks[phase] = bar.add_task(phase, total=total or None, path="")
+                short = os.path.basename(path)[:40]
+                bar.update(tasks[phase], completed=done, total=total or None, path=short)
+
+            summary = engine.index([str(p) for p in paths], progress=progress, prune=prune)
+    except UserError as exc:
+        fail(str(exc))
+    finally:
+        engine.close()
+    if json_out:
+        print_json(summary.to_json())
+    else:
+        _render_summary(summary)
+    for note in summary.notes:
+        err().print(f"[yellow]note:[/yellow] {note}")
+
+
+def _render_summary(s: IndexSummary) -> None:
+    parts = [
+        f"{s.added} added",
+        f"{s.changed} changed",
+        f"{s.moved} moved",
+        f"{s.deleted} deleted",
+        f"{s.unchanged} unchanged",
+        f"{s.failed} failed",
+        f"{s.skipped} skipped",
+        f"{s.pending} pending",
+    ]
+    if s.unreachable:
+        parts.append(f"{s.unreachable} unreachable (kept)")
+    out().print(", ".join(parts) + f" in {s.seconds:.1f}s")
+    for old, new in s.moves[:20]:
+        out().print(f"  moved {old} -> {new}")
+
+
+AfterOpt = Annotated[
+    str | None, typer.Option("--after", help="Only files dated on or after (YYYY-MM-DD).")
+]
+BeforeOpt = Annotated[
+    str | None, typer.Option("--before", help="Only files dated before (YYYY-MM-DD).")
+]
+MinDurOpt = Annotated[
+    float | None, typer.Option("--min-duration", help="Audio/video of at least N seconds.")
+]
+MaxDurOpt = Annotated[
+    float | None, typer.Option("--max-duration", help="Audio/video of at most N seconds.")
+]
+PathOpt = Annotated[str | None, typer.Option("--path", help="Only paths matching this glob.")]
+KOpt = Annotated[int, typer.Option("-k", help="How many files to return.")]
+
+
+@app.command()
+def search(
+    query: Annotated[str, typer.Argument(help="What you are looking for, in words.")],
+    index: IndexOpt = None,
+    k: KOpt = 10,
+    type_: TypeOpt = None,
+    path: PathOpt = None,
+    after: AfterOpt = None,
+    before: BeforeOpt = None,
+    min_duration: MinDurOpt = None,
+    max_duration: MaxDurOpt = None,
+    min_score: Annotated[
+        float, typer.Option("--min-score", help="Drop hits scoring below this (0..1).")
+    ] = 0.0,
+    like: Annotated[
+        Path | None, typer.Option("--like", help="Add an example file to the query.")
+    ] = None,
+    negative: Annotated[str | None, typer.Option("--not", help="Words to steer away from.")] = None,
+    diverse: Annotated[
+        bool, typer.Option("--diverse/--no-diverse", help="Keep near duplicates apart.")
+    ] = True,
+    json_out: JsonOpt = False,
+) -> None:
+    """Search the index with a text query (optionally with an example file)."""
+    run_search(
+        query,
+        index=index,
+        k=k,
+        type_=type_,
+        path=path,
+        after=after,
+        before=before,
+        min_duration=min_duration,
+        max_duration=max_duration,
+        min_score=min_score,
+        like=like,
+        negative=negative,
+        diverse=diverse,
+        json_out=json_out,
+    )
+
+
+@app.command()
+def similar(
+    file: Annotated[Path, typer.Argument(help="An example file, indexed or not.")],
+    index: IndexOpt = None,
+    k: KOpt = 10,
+    type_: TypeOpt = None,
+    path: PathOpt = None,
+    after: AfterOpt = None,
+    before: BeforeOpt = None,
+    min_duration: MinDurOpt = None,
+    max_duration: MaxDurOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Find files like an example file."""
+    hits = with_engine(
+        index,
+        lambda engine: engine.similar(
+            str(file),
+            k=k,
+            types=types_list(type_),
+            path_glob=path,
+            after=after,
+            before=before,
+            min_duration=min_duration,
+            max_duration=max_duration,
+        ),
+    )
+    show_hits(hits, json_out)
+
+
+@app.command()
+def duplicates(
+    index: IndexOpt = None,
+    threshold: Annotated[
+        float, typer.Option("--threshold", help="Cosine similarity for near duplicates, 0-1.")
+    ] = 0.95,
+    exact_only: Annotated[
+        bool, typer.Option("--exact-only", help="Only identical files, no vector search.")
+    ] = False,
+    type_: TypeOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Groups of exact copies (same content) and near duplicates (alike in a space)."""
+    from searchengine.duplicates import find_duplicates, render_text
+
+    groups = with_engine(
+        index,
+        lambda engine: find_duplicates(
+            engine, near=not exact_only, threshold=threshold, types=types_list(type_)
+        ),
+    )
+    if json_out:
+        print_json([g.to_json() for g in groups])
+    else:
+        out().print(render_text(groups), markup=False)
+
+
+@app.command()
+def thumb(
+    file: Annotated[Path, typer.Argument(help="A video or an image.")],
+    at: Annotated[float, typer.Option("--at", help="Seconds into the video.")] = 0.0,
+    output: Annotated[Path, typer.Option("-o", "--output", help="Where to write it.")] = Path(
+        "thumb.jpg"
+    ),
+    size: Annotated[
+        int | None, typer.Option("--size", help="Longest side in pixels (default: full).")
+    ] = None,
+) -> None:
+    """Write the frame of a video at a moment (or an image, upright) to a file."""
+    from searchengine.thumbs import thumbnail
+
+    try:
+        written = thumbnail(file, output, at=at, max_side=size)
+    except UserError as exc:
+        fail(str(exc))
+    out().print(f"wrote {written}")
+
+
+@app.command()
+def models(index: IndexOpt = None, json_out: JsonOpt = False) -> None:
+    """Each space's configured model and whether its weights can be found here."""
+    from searchengine.config import IndexConfig, default_index_dir
+    from searchengine.encoders.registry import ModelRegistry
+
+    rows = ModelRegistry(IndexConfig.load(index or default_index_dir())).report()
+    if json_out:
+        print_json(rows)
+        return
+    for row in rows:
+        mark = "[green]ok[/green]" if row["available"] else "[yellow]missing[/yellow]"
+        out().print(f"{row['space']:<5} {row['model']}  {mark}")
+        out().print(f"      {row['weights']}", markup=False)
+
+
+@app.command()
+def status(index: IndexOpt = None, json_out: JsonOpt = False) -> None:
+    """What the index holds: files per type and state, models, failures."""
+    from rich.table import Table
+
+    info = with_engine(index, lambda engine: engine.status())
+    if json_out:
+        print_json(info)
+        return
+    out().print(f"index: {info['index']}  ({info['files']} files)")
+    table = Table("type", "indexed", "pending", "failed", "skipped")
+    for ftype, counts in sorted(info["types"].items()):
+        table.add_row(
+            ftype, *(str(counts.get(s, 0)) for s in ("indexed", "pending", "failed", "skipped"))
+        )
+    out().print(table)
+    for space, sp in info["spaces"].items():
+        mark = "ok" if sp["available"] else "missing"
+        out().print(f"{space:<5} {sp['model']}  vectors={sp['vectors']}  weights {mark}")
+        if not sp["available"]:
+            out().print(f"      {sp['weights']}", markup=False)
+    for key in ("failed", "skipped", "pending"):
+        for item in info[key][:50]:
+            out().print(f"{key}: {item['path']}: {item['reason']}", markup=False)
+    away: dict[tuple[str, str], int] = {}
+    for item in info.get("unreachable", []):
+        away[(item["at"], item["reason"])] = away.get((item["at"], item["reason"]), 0) + 1
+    for (at, why), n in away.items():
+        out().print(f"unreachable: {at}: {why} ({n} files kept)", markup=False)
+
+
+@app.command()
+def remove(
+    paths: Annotated[list[Path], typer.Argument(help="Files or folders to forget.")],
+    index: IndexOpt = None,
+) -> None:
+    """Remove files or folders from the index (the files on disk are not touched)."""
+    count = with_engine(
+        index, lambda engine: engine.remove([str(p) for p in paths]), readonly=False
+    )
+    out().print(f"removed {count} files from the index")
