@@ -95,14 +95,16 @@ def encode_vector(vec: np.ndarray) -> bytes:
 
 
 def decode_vectors(blobs: list[bytes]) -> np.ndarray:
-    """Stored blobs of one dimension as float32 rows."""
-    return (
-        np.frombuffer(b"".join(blobs), dtype=np.float16).reshape(len(blobs), -1).astype(np.float32)
-    )
+    """Stored blobs of one dimension as float32 rows, unit length again (float16 rounding
+    moves a norm by ~1e-4: enough to score a file 0.9998 against itself)."""
+    rows = np.frombuffer(b"".join(blobs), dtype=np.float16).reshape(len(blobs), -1)
+    rows = rows.astype(np.float32)
+    norms = np.linalg.norm(rows, axis=1, keepdims=True)
+    return rows / np.where(norms > 0, norms, 1.0)
 
 
 def decode_vector(blob: bytes) -> np.ndarray:
-    return np.frombuffer(blob, dtype=np.float16).astype(np.float32)
+    return decode_vectors([blob])[0]
 
 
 def version(conn: Connection) -> int:

@@ -246,7 +246,7 @@ class Store:
                 ids, scores, exhausted = self._search_inside(vc, query, k, fetch, filters)
             else:
                 ids, scores = ids[mask], scores[mask]
-        if approximate and len(ids):
+        if len(ids):  # exact cosines from the stored vectors, whatever the cache's codes
             exact = self.catalog.vector_map(ids.tolist(), level)
             ids = np.fromiter((i for i in ids if int(i) in exact), np.int64)
             scores = np.array([float(exact[int(i)] @ query) for i in ids], np.float32)
