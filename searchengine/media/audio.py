@@ -35,6 +35,10 @@ BATCH = 16
 MAX_BAD_PACKETS = 8
 """Consecutive undecodable packets after which the rest of a file is given up."""
 
+MIN_SAMPLE_RATE = 1000
+"""Sample rates below this are damage, not sound (telephone audio is 8 kHz): resampling a
+1 Hz stream to 48 kHz turns each 4096-sample frame into 800 MB of PCM."""
+
 # Errors PyAV/FFmpeg raise on damaged or unexpected data (FFmpegError subclasses carry
 # ValueError/EOFError/OSError too); the resampler raises ValueError on odd frames.
 _AV_ERRORS = (av.error.FFmpegError, ValueError, EOFError, OSError)
@@ -127,6 +131,8 @@ def probe(path: str, stream_index: int | None = None) -> AudioInfo:
             raise DecodeError(_nothing_decoded(reader.error))
         sample_rate = sample_rate or int(first.sample_rate)
         channels = channels or int(first.layout.nb_channels)
+        if sample_rate < MIN_SAMPLE_RATE:
+            raise DecodeError(f"truncated or corrupt audio: sample rate of {sample_rate} Hz")
         duration = _header_duration(container, stream)
         if duration is None:  # count it: frames come and go, nothing is kept
             samples = first.samples + sum(f.samples for f in frames)
@@ -206,8 +212,8 @@ def _mono(frames: Iterable[Any], sample_rate: int) -> Iterator[np.ndarray]:
     resampler = None
     key = None
     for frame in frames:
-        if frame.samples <= 0:
-            continue
+        if frame.samples <= 0 or frame.sample_rate < MIN_SAMPLE_RATE:
+            continue  # nothing, or damage that would resample into gigabytes
         frame_key = (frame.format.name, frame.layout.name, frame.sample_rate)
         if frame_key != key:
             if resampler is not None:
