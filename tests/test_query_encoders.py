@@ -169,6 +169,33 @@ def test_damaged_export_is_replaced_on_the_next_index_run(exported, tmp_path):
     assert isinstance(ModelRegistry(config, cache).query_encoder("clap"), OnnxQueryEncoder)
 
 
+def test_export_of_the_previous_format_serves_queries_until_replaced(exported, tmp_path):
+    import onnx
+
+    from searchengine.encoders.identity import sha256_file
+
+    config, _, _ = exported
+    cache = copy_cache(exported, tmp_path)
+    folder = export_folder(cache, "text")
+    # Format 1: the weights inside model.onnx, the graph optimised when a session opens.
+    model = onnx.load(str(folder / "model.onnx"))  # reads model.onnx.data
+    onnx.save_model(model, str(folder / "model.onnx"))
+    (folder / "model.onnx.data").unlink()
+    meta = json.loads((folder / "query.json").read_text())
+    meta["format"] = 1
+    meta["files"] = {n: sha256_file(folder / n) for n in ("model.onnx", "tokenizer.json")}
+    (folder / "query.json").write_text(json.dumps(meta))
+    lean = ModelRegistry(config, cache).query_encoder("text")
+    assert isinstance(lean, OnnxQueryEncoder) and lean.meta.format == 1
+    full = ModelRegistry(config).encoder("text")
+    queries = list(export.QUERY_SET[:4])
+    cosines = np.sum(lean.embed_queries(queries) * full.embed_queries(queries), axis=1)
+    assert cosines.min() >= export.MIN_COSINE
+    assert ModelRegistry(config, cache).export_query_encoders(["text"]) == {"text": "exported"}
+    assert json.loads((folder / "query.json").read_text())["format"] == 2
+    assert (folder / "model.onnx.data").is_file()
+
+
 def test_identity_follows_weight_content(test_models, tmp_path):
     clap = tmp_path / "clap"
     shutil.copytree(test_models["clap"], clap)

@@ -30,8 +30,10 @@ import numpy as np
 from searchengine.encoders.base import normalise
 
 FORMAT = 2
-"""Bump when the export layout or its meaning changes: older exports are then ignored (and
-replaced by the next index run). 2: optimised graph with external weights."""
+"""Bump when the export layout or its meaning changes. 2: optimised graph, external weights."""
+READABLE_FORMATS = (1, 2)
+"""Formats queries still run until the next index run replaces them with a `FORMAT` export
+(1: the graph as torch wrote it, weights inside; optimised at each load, slower to open)."""
 MODEL_FILE = "model.onnx"
 WEIGHTS_FILE = "model.onnx.data"
 TOKENIZER_FILE = "tokenizer.json"
@@ -63,8 +65,8 @@ class ExportMeta:
     @classmethod
     def load(cls, folder: Path) -> ExportMeta:
         raw = json.loads((folder / META_FILE).read_text(encoding="utf-8"))
-        if raw.get("format") != FORMAT:
-            raise ValueError(f"export format {raw.get('format')} is not {FORMAT}")
+        if raw.get("format") not in READABLE_FORMATS:
+            raise ValueError(f"export format {raw.get('format')} is not one of {READABLE_FORMATS}")
         return cls(**raw)
 
 
@@ -146,7 +148,7 @@ class OnnxQueryEncoder:
         self.tokenizer = load_tokenizer(self.folder, self.meta)
         self.session = ort.InferenceSession(
             str(self.folder / MODEL_FILE),
-            sess_options=session_options(),
+            sess_options=session_options(optimise=self.meta.format < FORMAT),
             providers=["CPUExecutionProvider"],
         )
         self._output = self.session.get_outputs()[0].name

@@ -67,13 +67,18 @@ class QueryCache:
         """Whether any export of the space is here: without one, hashing weights is waste."""
         return any(entry.is_dir() for entry in self.folder.glob(f"{space}-*"))
 
-    def find(self, space: str, identity: str) -> Path | None:
-        """The export for this exact model, if it is whole and its files are unchanged."""
+    def find(self, space: str, identity: str, *, latest: bool = False) -> Path | None:
+        """The export for this exact model, if it is whole and its files are unchanged.
+
+        Queries take an export of any readable format; `latest` (the indexing side) only one
+        of the current format, so that an older one is replaced."""
         folder = self.path(space, identity)
         if not (folder / MODEL_FILE).is_file():
             return None
         try:
             meta = ExportMeta.load(folder)
+            if latest and meta.format != FORMAT:
+                return None
             if meta.space != space or meta.identity != identity or not meta.files:
                 raise ValueError("query.json describes another model")
             for file_name, digest in meta.files.items():

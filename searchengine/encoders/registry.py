@@ -218,15 +218,15 @@ class ModelRegistry:
                 continue
             cache.set_pointer(space, model_key, resolved)
             keep = cache.name(space, ident)
-            if cache.find(space, ident) is not None:
+            if cache.find(space, ident, latest=True) is not None:
                 results[space] = "cached"
             elif (reason := cache.rejected(space, ident)) is not None:
                 results[space] = f"rejected: {reason}"
             else:
-                cache.discard(space, ident)  # a damaged export of this model, if any
+                cache.discard(space, ident)  # a damaged or older export of this model
                 results[space] = self._export_one(space, ident, model_key)
                 # Validating now also memoises the export's file hashes for the query path.
-                if results[space] == "exported" and cache.find(space, ident) is None:
+                if results[space] == "exported" and cache.find(space, ident, latest=True) is None:
                     results[space] = "failed: the written export does not validate"
             cache.prune(space, keep)
             cache.memo.save()
