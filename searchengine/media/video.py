@@ -274,9 +274,14 @@ def decode(path: str, config: Any) -> Decoded:
     hop_s = float(getattr(config, "audio_hop_s", 5.0))
 
     def speech() -> Iterator[tuple[float, Any]]:
+        """The sound track's 16 kHz PCM; a damaged track costs the speech, not the video's
+        frames (as in `_segment_stream`): it ends the transcript early, quietly."""
         from searchengine.media import audio
 
-        return audio.pcm_chunks(path, SPEECH_RATE, 30.0)
+        try:
+            yield from audio.pcm_chunks(path, SPEECH_RATE, 30.0)
+        except (DecodeError, av.error.FFmpegError) as exc:
+            log.info("%s: no speech from the sound track: %s", path, exc)
 
     return Decoded(
         file_type="video",
