@@ -340,6 +340,20 @@ def generated_seeds(work: Path, samples: Path | None = None) -> list[Seed]:
         of_both,
         lambda p: _write_video(p, photo, pcm, "matroska", "libx264", "flac"),
     )
+    add(
+        "mp4",
+        "clip-40s-seekable.mp4",
+        of_both,
+        lambda p: _write_video(p, photo, pcm, "mp4", "libx264", "aac", 2, 40.0, (64, 48), 5),
+    )
+    add(
+        "mkv",
+        "clip-40s-seekable.mkv",
+        of_both,
+        lambda p: _write_video(
+            p, photo, pcm, "matroska", "libx264", "libopus", 2, 40.0, (64, 48), 5
+        ),
+    )
     add("pdf", "notes.pdf", "written by pypdf (Helvetica text, Flate streams)", _write_pdf)
     add("pdf", "notes-plain.pdf", "written by pypdf (Helvetica text, plain streams)", _plain_pdf)
     return seeds
@@ -444,9 +458,11 @@ def _write_video(
     fps: int = 10,
     seconds: float = 2.0,
     size: tuple[int, int] = (160, 120),
+    shots: int = 2,
 ) -> None:
-    """A pan across the photo, then a cut to its mirror image half way: real pixels, a shot
-    change, and (when given) the sound under it."""
+    """A pan across the photo cut into `shots` shots (mirrored or flipped in turn), a keyframe
+    every second: real pixels, shot changes, and (when given) the sound under it. Past 30 s
+    the decoder walks such a file by seeking."""
     import av
     from PIL import Image, ImageOps
 
@@ -465,13 +481,16 @@ def _write_video(
         if pcm is not None and audio_codec is not None:
             astream = container.add_stream(audio_codec, rate=48000)
             astream.layout = "mono"
+            if audio_codec in ("aac", "libopus"):
+                astream.bit_rate = 24_000
         frames = int(seconds * fps)
         w, h = photo.size
         for i in range(frames):
-            cut = i >= frames // 2
+            shot = i * shots // frames
             left = int((w - w * 0.6) * (i / max(1, frames - 1)))
             view = photo.crop((left, 0, left + int(w * 0.6), h))
-            view = ImageOps.mirror(view) if cut else view
+            view = ImageOps.mirror(view) if shot % 2 else view
+            view = ImageOps.flip(view) if shot % 4 >= 2 else view
             image = ImageOps.fit(view, size, Image.Resampling.BICUBIC)
             frame = av.VideoFrame.from_image(image).reformat(format="yuv420p")
             frame.pts = i
@@ -479,7 +498,7 @@ def _write_video(
             container.mux(stream.encode(frame))
         container.mux(stream.encode(None))
         if astream is not None and pcm is not None:
-            pcm48 = _resample(pcm, 48000)[: int(seconds * 48000)]
+            pcm48 = np.resize(_resample(pcm, 48000), int(seconds * 48000))  # looped
             _mux_pcm(container, astream, pcm48, 48000, "mono")
 
 
@@ -933,6 +952,35 @@ def pdf_slow_pages(pages: int = 40, page_bytes: int = 1_900_000) -> bytes:
     return _pdf_pages([_text_ops(line[1:-15], page_bytes // len(line))] * pages, shared=True)
 
 
+def mkv_1hz_audio() -> bytes:
+    """A real little video whose PCM sound track's header says 1 Hz (20 000 samples: 5.5 h)."""
+    import struct
+
+    import av
+
+    buf = io.BytesIO()
+    with av.open(buf, "w", format="matroska") as container:
+        video = container.add_stream("mpeg4", rate=2)
+        video.width, video.height, video.pix_fmt = 64, 48, "yuv420p"
+        sound = container.add_stream("pcm_s16le", rate=1000)
+        sound.layout = "mono"
+        for i in range(4):
+            pixels = np.full((48, 64, 3), 40 + 50 * i, np.uint8)
+            frame = av.VideoFrame.from_ndarray(pixels, format="rgb24").reformat(format="yuv420p")
+            frame.pts, frame.time_base = i, Fraction(1, 2)
+            container.mux(video.encode(frame))
+        container.mux(video.encode(None))
+        pcm = (np.arange(20000) % 200 - 100).astype(np.int16).reshape(1, -1)
+        frame = av.AudioFrame.from_ndarray(pcm, format="s16", layout="mono")
+        frame.sample_rate, frame.pts, frame.time_base = 1000, 0, Fraction(1, 1000)
+        container.mux(sound.encode(frame))
+        container.mux(sound.encode(None))
+    data = buf.getvalue()
+    rate = b"\xb5\x88" + struct.pack(">d", 1000.0)  # Matroska SamplingFrequency, float64
+    assert data.count(rate) == 1
+    return data.replace(rate, b"\xb5\x88" + struct.pack(">d", 1.0))
+
+
 CRAFTED: dict[str, tuple[str, str, str]] = {
     # name -> (format, extension, what it is)
     "png-400mpx-header": ("png", ".png", "IHDR claims 20000 x 20000, data cut short"),
@@ -943,6 +991,7 @@ CRAFTED: dict[str, tuple[str, str, str]] = {
     "wav-1hz": ("wav", ".wav", "100 000 samples at 1 Hz: 200 kB, 28 hours"),
     "wav-4gb-declared": ("wav", ".wav", "data chunk claims 4 GB, holds 0.1 s"),
     "wav-65535-channels": ("wav", ".wav", "65535 channels at 48 kHz"),
+    "mkv-1hz-audio": ("mkv", ".mkv", "a video whose PCM sound track claims 1 Hz"),
     "pdf-content-bomb-20-pages": ("pdf", ".pdf", "20 pages share one 64 MB content stream"),
     "pdf-page-tree-cycle": ("pdf", ".pdf", "/Pages lists itself as its kid"),
     "pdf-deep-nesting": ("pdf", ".pdf", "a content stream 100 000 arrays deep"),
@@ -964,6 +1013,7 @@ def crafted_cases(work: Path, seeds: dict[str, list[Seed]], names: Iterable[str]
         "wav-1hz": lambda: _wav(1, 1, 100_000),
         "wav-4gb-declared": lambda: _wav(48000, 1, 4800, declared=0xFFFFFFF0),
         "wav-65535-channels": lambda: _wav(48000, 65535, 4),
+        "mkv-1hz-audio": mkv_1hz_audio,
         "pdf-content-bomb-20-pages": lambda: _pdf_content_bomb(20),
         "pdf-page-tree-cycle": _pdf_page_cycle,
         "pdf-deep-nesting": _pdf_deep_nesting,

@@ -163,6 +163,7 @@ EXPECTED = {  # crafted file -> (outcome, words in the reason)
     "wav-1hz": ("failed", "sample rate of 1 Hz"),
     "wav-4gb-declared": ("indexed", ""),
     "wav-65535-channels": ("failed", "audio"),
+    "mkv-1hz-audio": ("indexed", ""),
     "pdf-content-bomb-20-pages": ("failed", "MB of content"),
     "pdf-page-tree-cycle": ("failed", "cyclic"),
     "pdf-deep-nesting": ("skipped", "no text"),
@@ -200,6 +201,22 @@ def test_audio_below_1000_hz_is_refused_not_resampled(tmp_path: Path) -> None:
     fine = tmp_path / "eight-khz.wav"
     fine.write_bytes(fz._wav(rate=8000, channels=1, frames=8000))
     assert audio.probe(str(fine)).sample_rate == 8000
+
+
+def test_video_with_a_broken_sound_track_keeps_its_frames(tmp_path: Path) -> None:
+    """Regression: a video whose sound track yields no samples (here a 1 Hz PCM header; in
+    the campaign 35 of 2000 damaged MP4/MKV files) raised DecodeError from speech_source,
+    which fails the whole file in the indexer although its frames decoded."""
+    from searchengine.config import IndexConfig
+    from searchengine.media import decode_file
+
+    path = tmp_path / "one-hertz-sound.mkv"
+    path.write_bytes(fz.mkv_1hz_audio())
+    decoded = decode_file(str(path), IndexConfig())
+    segments = [s for part in decoded.stream for s in part]
+    assert [s.space for s in segments] and {s.space for s in segments} == {"clip"}
+    assert decoded.speech_source is not None
+    assert list(decoded.speech_source()) == []
 
 
 def test_pdf_damaged_page_costs_only_its_own_text(tmp_path: Path) -> None:
