@@ -196,6 +196,21 @@ def test_export_of_the_previous_format_serves_queries_until_replaced(exported, t
     assert (folder / "model.onnx.data").is_file()
 
 
+def test_a_copied_index_finds_its_exports_without_hashing_them(exported, tmp_path, monkeypatch):
+    from searchengine.encoders import identity as identity_module
+
+    config, _, _ = exported
+    cache = copy_cache(exported, tmp_path)  # copytree keeps modification times, as cp -a does
+    hashed: list[Path] = []
+    sha256_file = identity_module.sha256_file
+    monkeypatch.setattr(
+        identity_module, "sha256_file", lambda path: hashed.append(path) or sha256_file(path)
+    )
+    registry = ModelRegistry(config, cache)
+    assert all(registry.query_export(space) is not None for space in SPACES)
+    assert hashed == []
+
+
 def test_identity_follows_weight_content(test_models, tmp_path):
     clap = tmp_path / "clap"
     shutil.copytree(test_models["clap"], clap)

@@ -52,12 +52,16 @@ def sha256_file(path: Path) -> str:
 class HashMemo:
     """sha256 of files, remembered by (resolved path, size, mtime_ns) in a JSON file.
 
-    A missing or unwritable memo only costs time: hashes are recomputed, never trusted
-    from a stale entry.
+    Files in the memo's own folder (the exports beside it) are keyed by their path relative
+    to it, so an index moved or copied with its times kept (`mv`, `cp -a`, `rsync -a`) still
+    finds them: its queries, which never write the memo, would otherwise hash every export
+    again. A missing or unwritable memo only costs time: hashes are recomputed, never
+    trusted from a stale entry.
     """
 
     def __init__(self, path: Path | None) -> None:
         self.path = path
+        self._home = os.path.realpath(path.parent) + os.sep if path is not None else None
         self._entries: dict[str, list] = {}
         self._dirty = False
         if path is not None:
@@ -68,15 +72,21 @@ class HashMemo:
             except (OSError, ValueError):
                 pass
 
+    def _key(self, real: str) -> str:
+        if self._home is not None and real.startswith(self._home):
+            return "./" + Path(real[len(self._home) :]).as_posix()
+        return real
+
     def digest(self, path: Path) -> str:
         real = os.path.realpath(path)
         stat = os.stat(real)
         key = [stat.st_size, stat.st_mtime_ns]
-        entry = self._entries.get(real)
-        if isinstance(entry, list) and len(entry) == 3 and entry[:2] == key:
-            return str(entry[2])
+        name = self._key(real)
+        for entry in (self._entries.get(name), self._entries.get(real)):  # absolute: older memos
+            if isinstance(entry, list) and len(entry) == 3 and entry[:2] == key:
+                return str(entry[2])
         value = sha256_file(Path(real))
-        self._entries[real] = [*key, value]
+        self._entries[name] = [*key, value]
         self._dirty = True
         return value
 
