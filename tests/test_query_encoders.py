@@ -118,6 +118,29 @@ def test_clip_tokenizer_gives_open_clip_token_ids(exported):
     np.testing.assert_array_equal(lean.tokenize(queries)["input_ids"], expected)
 
 
+def test_open_clip_cleaning_is_reproduced_with_and_without_ftfy():
+    import random
+
+    from open_clip import tokenizer as oc
+
+    from searchengine.encoders.onnx_query import PLAIN_TEXT, clean_text
+
+    rng = random.Random(7)
+    printable = [chr(c) for c in range(32, 127)] + ["\t", "\n", "\r", "\r\n", " "] * 3
+    printable += ["&amp;amp;lt;", "&gt;", "\x0b", "\x0c", "\x1c", "\x7f"]  # near misses
+    ascii_chars = [chr(c) for c in range(128)]
+    others = ["é", "ﬁ", "“", "”", "\u2028", "\xa0", "Ã©", "ＡＢ", "&amp;", "&lt;b&gt;", "\x1b[31m"]
+    pools = [printable, ascii_chars, ascii_chars + others]
+    samples = list(export.QUERY_SET) + [
+        "".join(rng.choice(pools[i % 3]) for _ in range(rng.randint(0, 40))) for i in range(4500)
+    ]
+    plain = [t for t in samples if PLAIN_TEXT.fullmatch(t)]
+    assert 500 < len(plain) < len(samples) - 500  # both routes are exercised
+    for text in samples:
+        assert clean_text(text, "open_clip:lower") == oc._clean_lower(text), repr(text)
+        assert clean_text(text, "open_clip:whitespace") == oc._clean_whitespace(text), repr(text)
+
+
 @pytest.mark.parametrize(
     "damage",
     ["garbage model", "truncated model", "missing tokenizer", "bad query.json", "no folder"],

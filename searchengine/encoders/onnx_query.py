@@ -21,6 +21,7 @@ from __future__ import annotations
 import html
 import json
 import os
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -70,11 +71,19 @@ class ExportMeta:
         return cls(**raw)
 
 
+PLAIN_TEXT = re.compile(r"[\x20-\x25\x27-\x7e\t\n\r]*")
+"""Printable ASCII, tabs and line breaks, no `&`: text that ftfy.fix_text returns unchanged
+(it rewrites mojibake, non-ASCII forms, control characters and, for `&`, HTML entities), so
+the query process need not import it (tens of ms) for most queries."""
+
+
 def _open_clip_clean(text: str, lower: bool) -> str:
     """open_clip's SimpleTokenizer cleaning (ftfy, HTML entities, whitespace), exactly."""
-    import ftfy  # pure Python; open_clip's own dependency
+    if not PLAIN_TEXT.fullmatch(text):
+        import ftfy  # pure Python; open_clip's own dependency
 
-    text = html.unescape(html.unescape(ftfy.fix_text(text))).strip()
+        text = ftfy.fix_text(text)
+    text = html.unescape(html.unescape(text)).strip()
     text = " ".join(text.split()).strip()
     return text.lower() if lower else text
 
