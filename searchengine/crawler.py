@@ -6,7 +6,7 @@ import fnmatch
 import hashlib
 import os
 import stat
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 from searchengine.store.catalog import FileRecord
@@ -40,6 +40,9 @@ class ChangeSet:
     deleted: list[FileRecord] = field(default_factory=list)
     unchanged: list[tuple[FileRecord, Entry]] = field(default_factory=list)
     hashes: dict[str, str] = field(default_factory=dict)  # path -> sha of hashed entries
+    unreachable: list[tuple[FileRecord, str, str]] = field(default_factory=list)
+    """Records not seen because a folder, file or root above them could not be read:
+    (record, the path that failed, why). They are kept, never deleted."""
 
 
 def display_path(path: str) -> str:
@@ -67,6 +70,13 @@ def is_junk(name: str) -> bool:
     return name in JUNK_NAMES or name.startswith("._") or name.startswith(".")
 
 
+def read_error(exc: OSError) -> str:
+    """Why a path could not be read, in a few words ("permission denied")."""
+    if isinstance(exc, PermissionError):
+        return "permission denied"
+    return (exc.strerror or type(exc).__name__).lower()
+
+
 def walk(
     roots: Iterable[str],
     exclude: Iterable[str] = (),
@@ -76,16 +86,22 @@ def walk(
 
     Symlinks are followed, but every folder and file is visited once by (device, inode),
     so a link back up the tree or a second name for the same file is not walked twice.
+    `on_error(path, reason)` hears of every file or folder that exists but could not be
+    read: what was indexed under it is then unknown, not deleted. A path that vanished
+    (or a dangling link) is simply not there, and is not reported.
     """
     excluded = {os.path.realpath(p) for p in exclude}
     seen: set[tuple[int, int]] = set()
+
+    def failed(path: str, exc: OSError) -> None:
+        if on_error and not isinstance(exc, FileNotFoundError | NotADirectoryError):
+            on_error(path, read_error(exc))
 
     def visit_dir(folder: str, patterns: list[tuple[str, str]]) -> Iterator[Entry]:
         try:
             st = os.stat(folder)
         except OSError as exc:
-            if on_error:
-                on_error(folder, str(exc))
+            failed(folder, exc)
             return
         if (st.st_dev, st.st_ino) in seen or os.path.realpath(folder) in excluded:
             return
@@ -96,8 +112,7 @@ def walk(
             with os.scandir(folder) as it:
                 children = sorted(it, key=lambda e: e.name)
         except OSError as exc:
-            if on_error:
-                on_error(folder, str(exc))
+            failed(folder, exc)
             return
         for child in children:
             if is_junk(child.name) or child.name == IGNORE_FILE:
@@ -108,7 +123,8 @@ def walk(
                 continue
             try:
                 is_dir = child.is_dir()  # follows symlinks
-            except OSError:
+            except OSError as exc:
+                failed(child.path, exc)
                 continue
             if is_dir:
                 yield from visit_dir(child.path, patterns)
@@ -120,9 +136,8 @@ def walk(
     def visit_file(path: str) -> Entry | None:
         try:
             st = os.stat(path)
-        except OSError as exc:  # dangling symlink, vanished file
-            if on_error:
-                on_error(path, str(exc))
+        except OSError as exc:  # dangling symlink, vanished file: not reported
+            failed(path, exc)
             return None
         if not stat.S_ISREG(st.st_mode) or (st.st_dev, st.st_ino) in seen:
             return None
@@ -155,14 +170,31 @@ def under(path: str, roots: Iterable[str]) -> bool:
     return False
 
 
+def blocked_by(path: str, unreachable: Mapping[str, str]) -> str | None:
+    """The path itself or its nearest folder that could not be read, if any."""
+    while True:
+        if path in unreachable:
+            return path
+        parent = os.path.dirname(path)
+        if parent == path:
+            return None
+        path = parent
+
+
 def diff(
     entries: Iterable[Entry],
     records: Iterable[FileRecord],
     roots: Iterable[str],
     hasher: Callable[[str], str] = file_hash,
+    unreachable: Mapping[str, str] | None = None,
 ) -> ChangeSet:
     """Compare a walk with the catalog. Only new or changed files are hashed; a changed
-    (size, mtime) with the same content is only `touched`."""
+    (size, mtime) with the same content is only `touched`.
+
+    `unreachable` maps paths the walk could not read to the reason: records under them
+    were not seen, but that is no proof they are gone, so they are kept (`unreachable`),
+    never deleted. Only a clean walk of a folder deletes what it no longer holds."""
+    unreachable = unreachable or {}
     roots = [os.path.abspath(r) for r in roots]
     by_key = {r.path_key: r for r in records}
     cs = ChangeSet()
@@ -184,11 +216,15 @@ def diff(
                 cs.touched.append((rec, entry))
             else:
                 cs.changed.append((rec, entry))
-    gone = [
-        r
-        for r in by_key.values()
-        if r.path_key not in seen_keys and under(os.fsdecode(r.path_key), roots)
-    ]
+    gone: list[FileRecord] = []
+    for r in by_key.values():
+        if r.path_key in seen_keys or not under(os.fsdecode(r.path_key), roots):
+            continue
+        at = blocked_by(os.fsdecode(r.path_key), unreachable) if unreachable else None
+        if at is None:
+            gone.append(r)
+        else:
+            cs.unreachable.append((r, at, unreachable[at]))
     gone_by_sha: dict[str, list[FileRecord]] = {}
     for r in gone:
         if r.sha:
@@ -196,6 +232,9 @@ def diff(
     present_by_sha: dict[str, FileRecord] = {}
     for r in by_key.values():
         if r.sha and r.path_key in seen_keys and r.state == "indexed":
+            present_by_sha.setdefault(r.sha, r)
+    for r, _, _ in cs.unreachable:  # kept, so a copy elsewhere may share its vectors
+        if r.sha and r.state == "indexed":
             present_by_sha.setdefault(r.sha, r)
     moved_ids: set[int] = set()
     for entry in fresh:

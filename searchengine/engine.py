@@ -196,12 +196,18 @@ class Engine:
     # ---- indexing ----------------------------------------------------------------------
 
     def index(
-        self, paths: Iterable[str | os.PathLike[str]], progress: ProgressFn | None = None
+        self,
+        paths: Iterable[str | os.PathLike[str]],
+        progress: ProgressFn | None = None,
+        *,
+        prune: bool = False,
     ) -> IndexSummary:
         """Bring the index up to date with `paths`: embed new and changed files, follow moves,
-        forget deleted files. Bad files are recorded with a reason; the run goes on."""
+        forget deleted files. Bad files are recorded with a reason; the run goes on. What
+        cannot be read is kept; `prune` forgets what lies under roots that are gone."""
         with self.writer():
-            return Indexer(self.store, self.models, self.config, self.dir).run(paths, progress)
+            indexer = Indexer(self.store, self.models, self.config, self.dir)
+            return indexer.run(paths, progress, prune=prune)
 
     # ---- queries -----------------------------------------------------------------------
 
@@ -344,6 +350,12 @@ class Engine:
             for r in records
             if r.state in ("failed", "skipped", "pending")
         ]
+        by_id = {r.id: r for r in records}
+        unreachable = [
+            {"path": rec.path, "type": rec.type, "state": rec.state, "at": at, "reason": why}
+            for fid, (at, why) in self.catalog.unreachable().items()
+            if (rec := by_id.get(fid)) is not None
+        ]
         return {
             "index": str(self.dir),
             "files": len(records),
@@ -352,6 +364,7 @@ class Engine:
             "failed": [p for p in problems if p["state"] == "failed"],
             "skipped": [p for p in problems if p["state"] == "skipped"],
             "pending": [p for p in problems if p["state"] == "pending"],
+            "unreachable": sorted(unreachable, key=lambda u: u["path"]),
         }
 
 

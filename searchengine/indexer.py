@@ -1,21 +1,29 @@
 """Indexing: walk, diff with the catalog, decode ahead in threads, embed in batches per
-space, and commit each batch in one transaction, so a kill loses at most one batch."""
+space, and commit each batch in one transaction, so a kill loses at most one batch.
+
+Nothing is lost to ordinary mistakes: a folder or root that cannot be read keeps what was
+indexed under it (only a clean walk deletes); a file whose decoder raises, hangs past a time
+limit, or crashed the process last time, or whose model call raises, is recorded as failed
+with its reason and the run goes on."""
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from searchengine import calibration, faults
-from searchengine.crawler import ChangeSet, Entry, diff, display_path, walk
+from searchengine.crawler import ChangeSet, Entry, diff, display_path, read_error, under, walk
+from searchengine.deadline import DeadlineExceeded, iterate_with_deadline, ordered_with_deadline
 from searchengine.encoders.registry import SPACES
 from searchengine.errors import DecodeError, ModelUnavailable, Skip, UserError
+from searchengine.inflight import CRASH_REASON, STRIKES_TO_BLAME, Journal, crashes_in_child
 from searchengine.media import decode_file
 from searchengine.store.catalog import FileRecord, NewFile
 from searchengine.types import Decoded, Segment
@@ -30,7 +38,28 @@ if TYPE_CHECKING:
 BATCH_SEGMENTS = 256
 BATCH_FILES = 32
 PREFETCH = 8
+DECODE_WORKERS = 2
 SAVE_EVERY_S = 60.0
+DECODE_TIMEOUT_S = 120.0
+"""Default time limit for decoding one file (or one part of a long one);
+$SEARCHENGINE_DECODE_TIMEOUT (seconds) overrides it."""
+MISSING_ROOT = "missing (unplugged drive or moved folder?)"
+NOTED_PATHS = 5
+"""Unreadable paths named one by one in a run's notes; the rest are counted."""
+
+
+def decode_timeout() -> float:
+    raw = os.environ.get("SEARCHENGINE_DECODE_TIMEOUT", "")
+    if not raw:
+        return DECODE_TIMEOUT_S
+    try:
+        value = float(raw)
+    except ValueError:
+        value = 0.0
+    if value <= 0:
+        raise UserError(f"SEARCHENGINE_DECODE_TIMEOUT wants seconds above 0, not '{raw}'")
+    return value
+
 
 ProgressFn = Callable[[str, int, int, str], None]
 """progress(phase, done, total, current_path): phases are 'scan', 'hash', 'embed'."""
@@ -48,9 +77,14 @@ class IndexSummary:
     failed: int = 0
     pending: int = 0
     skipped: int = 0
+    unreachable: int = 0
+    """Files kept as they were because they, a folder above them or their root could not be
+    read this time (see `unreachable_paths`)."""
     seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
     moves: list[tuple[str, str]] = field(default_factory=list)
+    unreachable_paths: list[tuple[str, str, int]] = field(default_factory=list)
+    """(path that could not be read, why, indexed files kept under it)."""
 
     def note(self, line: str) -> None:
         """Add a hint once, however many files hit it."""
@@ -61,6 +95,9 @@ class IndexSummary:
         out = asdict(self)
         out["seconds"] = round(self.seconds, 3)
         out["moves"] = [{"from": a, "to": b} for a, b in self.moves]
+        out["unreachable_paths"] = [
+            {"path": p, "reason": why, "files": n} for p, why, n in self.unreachable_paths
+        ]
         return out
 
 
@@ -77,6 +114,8 @@ class _Work:
     file_type: str = "text"
     vectors: list[np.ndarray | None] = field(default_factory=list)
     waiting: set[str] = field(default_factory=set)
+    embed_failed: bool = False  # its segments are not stored
+    keep: tuple[str, str] | None = None  # (path, why): unreadable now, old entry kept
 
 
 class Indexer:
@@ -91,48 +130,67 @@ class Indexer:
         self.models = models
         self.config = config
         self.index_dir = index_dir
+        self.decode_timeout_s = decode_timeout()
+        self.journal: Journal | None = None
 
     def run(
-        self, paths: Iterable[str | os.PathLike[str]], progress: ProgressFn | None = None
+        self,
+        paths: Iterable[str | os.PathLike[str]],
+        progress: ProgressFn | None = None,
+        *,
+        prune: bool = False,
     ) -> IndexSummary:
         """Bring the index up to date with `paths`: embed new and changed files, follow moves,
-        forget deleted files. Bad files are recorded with a reason; the run goes on."""
+        forget deleted files. Bad files are recorded with a reason; the run goes on.
+
+        What cannot be read (a folder, a file, a missing root) keeps its entries; `prune`
+        forgets the entries under roots that no longer exist."""
         started = time.monotonic()
         roots = [os.path.abspath(os.fspath(p)) for p in paths]
         if not roots:
             raise UserError("give at least one file or folder to index")
-        for root in roots:
-            if not os.path.exists(root):
-                raise UserError(f"no such file or folder: {display_path(root)}")
+        records = self.catalog.all_files()
+        missing = _missing_roots(roots, records)
         report = progress or (lambda *_: None)
         summary = IndexSummary()
         entries: list[Entry] = []
-        for entry in walk(roots, exclude=[str(self.index_dir)]):
+        unreadable: dict[str, str] = {}
+        present = [r for r in roots if r not in missing]
+        for entry in walk(present, exclude=[str(self.index_dir)], on_error=unreadable.__setitem__):
             entries.append(entry)
             if len(entries) % 200 == 0:
                 report("scan", len(entries), 0, entry.path)
         report("scan", len(entries), len(entries), "")
-        records = self.catalog.all_files()
+        if not prune:
+            unreadable.update(dict.fromkeys(missing, MISSING_ROOT))
         retry = self._retry_ids()
         cs = diff(
             entries,
             records,
             roots,
             hasher=_counting_hasher(report, len(entries)),
+            unreachable=unreadable,
         )
         # pending files whose model is now here, and files embedded by an old model
         cs.changed += [(r, e) for r, e in cs.unchanged + cs.touched if r.id in retry]
         cs.unchanged = [(r, e) for r, e in cs.unchanged if r.id not in retry]
         cs.touched = [(r, e) for r, e in cs.touched if r.id not in retry]
-        self._apply_moves_and_deletes(cs, summary)
-        summary.unchanged = len(cs.unchanged) + len(cs.touched)
-        todo: list[tuple[Entry, FileRecord | None, str | None]] = [
-            (e, None, cs.hashes.get(e.path)) for e in cs.added
-        ] + [(e, r, cs.hashes.get(e.path) or r.sha) for r, e in cs.changed]
-        summary.added = len(cs.added) + len(cs.copies)
-        summary.changed = len(cs.changed)
-        self._copy_duplicates(cs)
-        self._process(todo, summary, report)
+        with Journal(self.index_dir) as journal:
+            self.journal = journal
+            try:
+                self._apply_moves_and_deletes(cs, summary)
+                _note_unreachable(cs, unreadable, missing, prune, summary)
+                summary.unchanged = len(cs.unchanged) + len(cs.touched)
+                todo: list[tuple[Entry, FileRecord | None, str | None]] = [
+                    (e, None, cs.hashes.get(e.path)) for e in cs.added
+                ] + [(e, r, cs.hashes.get(e.path) or r.sha) for r, e in cs.changed]
+                summary.added = len(cs.added) + len(cs.copies)
+                summary.changed = len(cs.changed)
+                self._copy_duplicates(cs)
+                todo = self._skip_crashers(todo, journal.left_over, summary)
+                self._process(todo, summary, report)
+            finally:
+                self.journal = None
         self.store.sync(SPACES)
         calibration.refresh(self.store, self.models, self.config)
         self.models.export_query_encoders()
@@ -162,7 +220,14 @@ class Indexer:
         return True
 
     def _apply_moves_and_deletes(self, cs: ChangeSet, summary: IndexSummary) -> None:
+        """Moves, touches and deletions in one transaction; files the walk could not reach
+        are marked as such (for status), and those reached again are unmarked."""
+        marked = self.catalog.unreachable()
+        marks = {r.id: (at, why) for r, at, why in cs.unreachable}
+        seen = [r for r, _ in cs.unchanged + cs.touched + cs.changed + cs.moved]
+        clear = [r.id for r in seen if r.id in marked]
         with self.catalog.transaction() as conn:
+            self.catalog.mark_unreachable(conn, marks, clear)
             for rec, entry in cs.moved:
                 self.catalog.move_file(
                     conn, rec.id, entry.key, display_path(entry.path), entry.mtime_ns
@@ -181,6 +246,8 @@ class Indexer:
         metas = self.catalog.file_meta(r.id for r, _ in cs.copies)
         with self.catalog.transaction() as conn:
             for twin, entry in cs.copies:
+                meta = dict(metas.get(twin.id) or {})
+                meta.pop("unreachable", None)  # the twin's state of reach is not the copy's
                 record = NewFile(
                     path_key=entry.key,
                     path=display_path(entry.path),
@@ -190,10 +257,63 @@ class Indexer:
                     sha=twin.sha,
                     state=twin.state,
                     reason=twin.reason,
-                    meta=metas.get(twin.id),
+                    meta=meta,
                 )
                 fid = self.catalog.write_file(conn, record, [], [], {})
                 self.catalog.copy_segments(conn, twin.id, fid)
+
+    def _skip_crashers(
+        self,
+        todo: list[tuple[Entry, FileRecord | None, str | None]],
+        suspects: dict[bytes, int],
+        summary: IndexSummary,
+    ) -> list[tuple[Entry, FileRecord | None, str | None]]:
+        """Files the last run left in flight are suspects: one that crashes a forked child
+        (or was in flight at two crashes in a row) is recorded as having crashed the
+        indexer and skipped until it changes; the others are indexed as usual."""
+        if not suspects:
+            return todo
+        keep: list[tuple[Entry, FileRecord | None, str | None]] = []
+        blamed: list[_Work] = []
+        for entry, record, sha in todo:
+            strikes = suspects.get(entry.key)
+            if strikes is None:
+                keep.append((entry, record, sha))
+                continue
+            if strikes < STRIKES_TO_BLAME:
+                probe = functools.partial(self._probe, entry.path)
+                crashed = crashes_in_child(probe, self.decode_timeout_s)
+                if crashed is not True:
+                    keep.append((entry, record, sha))
+                    continue
+            work = _Work(entry=entry, record=record, sha=sha, state="failed", reason=CRASH_REASON)
+            work.file_type = record.type if record is not None else _guess_type(entry.path)
+            blamed.append(work)
+            summary.note(f"{display_path(entry.path)} {CRASH_REASON}: skipped until it changes")
+        if blamed:
+            self._flush(blamed, summary)
+        return keep
+
+    def _probe(self, path: str) -> None:
+        """Every decoding step a file goes through, with nothing kept: run in a child."""
+        decoded = decode_file(path, self.config)
+        for _ in decoded.stream or ():
+            pass
+        if decoded.speech_source is not None:
+            for _ in decoded.speech_source():
+                pass
+
+    @contextmanager
+    def _in_flight(self, entry: Entry) -> Iterator[None]:
+        """Journal a file while its decoding code runs, so a crash there is traced to it."""
+        journal = self.journal
+        if journal is not None:
+            journal.add(entry.key)
+        try:
+            yield
+        finally:
+            if journal is not None:
+                journal.discard(entry.key)
 
     def _process(
         self,
@@ -235,22 +355,36 @@ class Indexer:
         report("embed", done, total, "")
 
     def _decoded(self, todo: list[tuple[Entry, FileRecord | None, str | None]]) -> Iterator[_Work]:
-        """Decode in worker threads while the caller embeds: a bounded look-ahead window."""
-        with ThreadPoolExecutor(max_workers=2, thread_name_prefix="decode") as pool:
-            window: list[Future[_Work]] = []
-            it = iter(todo)
-            for item in it:
-                window.append(pool.submit(self._decode_one, *item))
-                if len(window) >= PREFETCH:
-                    break
-            while window:
-                work = window.pop(0).result()
-                nxt = next(it, None)
-                if nxt is not None:
-                    window.append(pool.submit(self._decode_one, *nxt))
-                yield work
+        """Decode in worker threads while the caller embeds: a bounded look-ahead window.
+        A file still decoding after the time limit is failed and left behind."""
+        return ordered_with_deadline(
+            lambda item: self._decode_one(*item),
+            todo,
+            workers=DECODE_WORKERS,
+            window=PREFETCH,
+            limit_s=self.decode_timeout_s,
+            on_timeout=self._timed_out,
+            name="decode",
+        )
+
+    def _timed_out(self, item: tuple[Entry, FileRecord | None, str | None]) -> _Work:
+        entry, record, sha = item
+        if self.journal is not None:  # a hang is no crash: its thread may still end
+            self.journal.discard(entry.key)
+        work = _Work(entry=entry, record=record, sha=sha, state="failed")
+        work.reason = self._too_slow()
+        work.file_type = record.type if record is not None else _guess_type(entry.path)
+        return work
+
+    def _too_slow(self) -> str:
+        return f"decoding took longer than {self.decode_timeout_s:g} s"
 
     def _decode_one(self, entry: Entry, record: FileRecord | None, sha: str | None) -> _Work:
+        with self._in_flight(entry):
+            faults.point("decode-started")
+            return self._decode_in_flight(entry, record, sha)
+
+    def _decode_in_flight(self, entry: Entry, record: FileRecord | None, sha: str | None) -> _Work:
         work = _Work(entry=entry, record=record, sha=sha)
         try:
             work.decoded = decode_file(entry.path, self.config)
@@ -268,14 +402,18 @@ class Indexer:
             work.state, work.reason, work.decoded = "failed", str(exc), None
         except FileNotFoundError:
             work.state, work.reason = "failed", "file vanished while indexing (deleted or moved)"
-        except PermissionError:
+        except PermissionError as exc:
             work.state, work.reason = "failed", "permission denied"
+            work.keep = (entry.path, read_error(exc))
         except IsADirectoryError:
             work.state, work.reason = "failed", "is a folder"
         except OSError as exc:
             work.state, work.reason = "failed", f"read error: {exc.strerror or exc}"
+            work.keep = (entry.path, read_error(exc))
         except Exception as exc:  # a decoder bug must cost one file, not the run
             work.state, work.reason = "failed", f"decoder error: {type(exc).__name__}: {exc}"
+        if work.record is None:
+            work.keep = None  # nothing indexed before: record the failure
         if work.decoded is None and work.record is not None:
             work.file_type = work.record.type
         elif work.decoded is None:
@@ -289,10 +427,13 @@ class Indexer:
             if work.decoded is None:
                 continue
             if work.decoded.stream is not None:
-                self._embed_long(work, summary)
+                with self._in_flight(work.entry):
+                    self._embed_long(work, summary)
                 continue
             try:
-                work.decoded.segments += self._transcribe(work.decoded, summary)
+                if work.decoded.speech_source is not None:
+                    with self._in_flight(work.entry):
+                        work.decoded.segments += self._transcribe(work.decoded, summary)
             except Exception as exc:  # a bad sound track costs its speech, not the run
                 work.state = "failed"
                 work.reason = f"speech decode error: {type(exc).__name__}: {exc}"
@@ -304,6 +445,14 @@ class Indexer:
         models = {s: self.config.model_key(s) for s in SPACES}
         with self.catalog.transaction() as conn:
             for work in batch:
+                if work.keep is not None:  # unreadable now: the old entry stays as it was
+                    self.catalog.mark_unreachable(conn, {work.record.id: work.keep})  # type: ignore[union-attr]
+                    summary.unreachable += 1
+                    summary.note(
+                        f"could not read {display_path(work.keep[0])} ({work.keep[1]}): "
+                        "its indexed version is kept"
+                    )
+                    continue
                 meta = dict(work.decoded.meta) if work.decoded else {}
                 if work.waiting:
                     meta["waiting"] = sorted(work.waiting)
@@ -318,8 +467,9 @@ class Indexer:
                     reason=work.reason,
                     meta=meta,
                 )
-                segs = work.decoded.segments if work.decoded else []
-                vecs = work.vectors if work.decoded else []
+                stored = work.decoded is not None and not work.embed_failed
+                segs = work.decoded.segments if stored else []  # type: ignore[union-attr]
+                vecs = work.vectors if stored else []
                 self.catalog.write_file(conn, record, segs, vecs, models)
                 faults.point("file-written")
                 if work.state == "failed":
@@ -342,19 +492,53 @@ class Indexer:
         for space, idx in by_space.items():
             try:
                 rows = self.models.encoder(space).embed_items([items[i][1].payload for i in idx])
+                _check_rows(rows, len(idx))
             except ModelUnavailable as exc:
-                note = str(exc)
-                summary.note(note)
-                for i in idx:
-                    work = items[i][0]
-                    work.waiting.add(space)
-                    work.state, work.reason = "pending", note
+                self._wait_for_model(space, [items[i][0] for i in idx], str(exc), summary)
+                continue
+            except Exception:  # find the file(s) the model chokes on; keep the rest
+                for i, row in self._embed_each(space, items, idx, summary).items():
+                    vectors[i] = row
                 continue
             for i, row in zip(idx, rows, strict=True):
                 vectors[i] = row
         for _, seg in items:
             seg.payload = None  # pixels and samples are never stored; free them now
         return vectors
+
+    def _embed_each(
+        self, space: str, items: list[tuple[_Work, Segment]], idx: list[int], summary: IndexSummary
+    ) -> dict[int, np.ndarray]:
+        """A batch's model call failed: embed each file's segments alone, so that only the
+        files the model fails on are marked failed ("embedding error: ...")."""
+        by_file: dict[int, list[int]] = {}
+        for i in idx:
+            by_file.setdefault(id(items[i][0]), []).append(i)
+        out: dict[int, np.ndarray] = {}
+        for group in by_file.values():
+            work = items[group[0]][0]
+            try:
+                rows = self.models.encoder(space).embed_items([items[i][1].payload for i in group])
+                _check_rows(rows, len(group))
+            except ModelUnavailable as exc:
+                self._wait_for_model(space, [work], str(exc), summary)
+                continue
+            except Exception as exc:
+                first = (str(exc).strip().splitlines() or [""])[0][:300]
+                work.state = "failed"
+                work.reason = f"embedding error: {type(exc).__name__}: {first}".rstrip(": ")
+                work.embed_failed = True
+                continue
+            out.update(zip(group, rows, strict=True))
+        return out
+
+    def _wait_for_model(
+        self, space: str, works: list[_Work], note: str, summary: IndexSummary
+    ) -> None:
+        summary.note(note)
+        for work in works:
+            work.waiting.add(space)
+            work.state, work.reason = "pending", note
 
     def _embed_long(self, work: _Work, summary: IndexSummary) -> None:
         """Consume a long file's segment stream part by part, then its speech, so memory is
@@ -364,7 +548,7 @@ class Indexer:
         segs = list(decoded.segments)
         vecs = self._embed([(work, seg) for seg in segs], summary)
         try:
-            for part in decoded.stream or ():
+            for part in iterate_with_deadline(decoded.stream or (), self.decode_timeout_s):
                 vecs += self._embed([(work, seg) for seg in part], summary)
                 segs += part
             lines = self._transcribe(decoded, summary)
@@ -372,6 +556,8 @@ class Indexer:
                 part = lines[i : i + BATCH_SEGMENTS]
                 vecs += self._embed([(work, seg) for seg in part], summary)
                 segs += part
+        except DeadlineExceeded:
+            work.state, work.reason = "failed", self._too_slow()
         except (DecodeError, OSError) as exc:
             work.state, work.reason = "failed", f"decode error: {exc}"
         except Exception as exc:  # one bad file must not end the run
@@ -407,6 +593,66 @@ class Indexer:
             )
             for line in transcriber.transcribe(source())  # type: ignore[attr-defined]
         ]
+
+
+def _missing_roots(roots: list[str], records: list[FileRecord]) -> dict[str, int]:
+    """Roots that are not there (an unplugged drive, a moved folder) -> how many indexed
+    files lie under them. A missing root the index holds nothing under is a mistake."""
+    missing: dict[str, int] = {}
+    for root in roots:
+        try:
+            os.stat(root)
+            continue
+        except (FileNotFoundError, NotADirectoryError):
+            pass
+        except OSError:
+            continue  # there, but unreadable: the walk reports it
+        held = sum(1 for r in records if under(os.fsdecode(r.path_key), [root]))
+        if not held:
+            raise UserError(f"no such file or folder: {display_path(root)}")
+        missing[root] = held
+    return missing
+
+
+def _note_unreachable(
+    cs: ChangeSet,
+    unreadable: dict[str, str],
+    missing: dict[str, int],
+    prune: bool,
+    summary: IndexSummary,
+) -> None:
+    """Counts, paths and one line per missing root or unreadable path for the summary."""
+    kept: dict[str, int] = {}
+    for _, at, _ in cs.unreachable:
+        kept[at] = kept.get(at, 0) + 1
+    summary.unreachable += len(cs.unreachable)
+    summary.unreachable_paths = [(p, why, kept.get(p, 0)) for p, why in unreadable.items()]
+    for root, held in missing.items():
+        name = display_path(root)
+        if prune:
+            summary.note(f"{name} is missing: forgot the {held} files indexed under it")
+        else:
+            summary.note(
+                f"{name} is {MISSING_ROOT}: its {held} indexed files are kept "
+                f"('searchengine index --prune {name}' forgets them)"
+            )
+    others = [(p, why) for p, why in unreadable.items() if p not in missing]
+    for path, why in others[:NOTED_PATHS]:
+        held = f": its {kept[path]} indexed files are kept" if kept.get(path) else ""
+        summary.note(f"could not read {display_path(path)} ({why}){held}")
+    if len(others) > NOTED_PATHS:
+        summary.note(
+            f"... and {len(others) - NOTED_PATHS} more paths could not be read "
+            "('searchengine index --json' lists them)"
+        )
+
+
+def _check_rows(rows: np.ndarray, expected: int) -> None:
+    """A model answer that cannot be stored is an embedding error, not a stored vector."""
+    if len(rows) != expected:
+        raise ValueError(f"the model returned {len(rows)} vectors for {expected} inputs")
+    if not np.isfinite(np.asarray(rows, dtype=np.float32)).all():
+        raise ValueError("the model returned vectors that are not finite")
 
 
 SHORT_MEDIA_S = 30.0
