@@ -320,3 +320,37 @@ def remove(
         index, lambda engine: engine.remove([str(p) for p in paths]), readonly=False
     )
     out().print(f"removed {count} files from the index")
+
+
+@app.command()
+def watch(
+    paths: Annotated[list[Path], typer.Argument(help="Files or folders to keep indexed.")],
+    index: IndexOpt = None,
+    interval: Annotated[
+        float, typer.Option("--interval", help="Seconds between rescans when polling.")
+    ] = 60.0,
+    debounce: Annotated[
+        float, typer.Option("--debounce", help="Quiet seconds before a batch is indexed.")
+    ] = 1.0,
+    poll: Annotated[bool, typer.Option("--poll", help="Rescan periodically, no inotify.")] = False,
+    json_out: Annotated[bool, typer.Option("--json", help="One JSON object per batch.")] = False,
+) -> None:
+    """Keep the index current as files appear, change, move and disappear (Ctrl-C stops)."""
+    from searchengine.watch import run_watch
+
+    engine = open_engine(index, create=True)
+    try:
+        run_watch(
+            engine,
+            [str(p) for p in paths],
+            say=lambda line: print(line, flush=True),
+            tell=lambda line: err().print(line, markup=False, emoji=False),
+            json_out=json_out,
+            interval_s=interval,
+            debounce_s=debounce,
+            poll=poll,
+        )
+    except UserError as exc:
+        fail(str(exc))
+    finally:
+        engine.close()
