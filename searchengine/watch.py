@@ -350,6 +350,7 @@ class Watcher:
         self._new_dirs = False
         self._retry_at = 0.0
         self._backoff = RETRY_S
+        self._rearm = False  # try inotify again at rescans (it stopped, it did not run out)
 
     # -- events (observer thread) --
 
@@ -397,6 +398,7 @@ class Watcher:
             now = time.monotonic()
             batch: list[str] = []
             if self.polling and now >= next_scan:
+                self._rearm_observer()
                 batch = self.roots + self.pending.take()
                 next_scan = now + self.interval_s
             elif (due := self.pending.due_in(now)) is not None and due <= 0:
@@ -481,7 +483,22 @@ class Watcher:
         if observer is None:
             return
         if not observer.is_alive() or not all(e.is_alive() for e in observer.emitters):
-            self._fall_back("the file watcher stopped")
+            gone = [display_path(r) for r in self.roots if not os.path.exists(r)]
+            self._fall_back(f"{', '.join(gone)} was removed" if gone else "the watcher stopped")
+            self._rearm = True
+
+    def _rearm_observer(self) -> None:
+        """Watch with inotify again once the roots are back (after a watcher stopped)."""
+        if not self._rearm or not all(os.path.exists(r) for r in self.roots):
+            return
+        try:
+            self._start_observer()
+        except UserError:
+            return
+        if self.observer is not None:
+            self._rearm = False
+            self.polling = False
+            self.say("watching with inotify again")
 
     def _fall_back(self, reason: str) -> None:
         self._stop_observer()

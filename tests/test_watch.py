@@ -158,6 +158,26 @@ def test_watches_at_the_user_limit_fall_back(tmp_path, monkeypatch):
     ]
 
 
+def test_a_removed_root_is_rescanned_then_watched_again(tmp_path):
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    engine = FakeEngine(tmp_path / "index")
+    said: list[str] = []
+    watcher = Watcher(engine, [docs], say=said.append, interval_s=0.2)
+    thread = run_in_thread(watcher)
+    wait_for(lambda: engine.runs and watcher.observer is not None)
+    docs.rmdir()
+    wait_for(lambda: any("is gone" in line for line in said), 10)
+    assert watcher.observer is None and watcher.polling
+    docs.mkdir()
+    wait_for(lambda: watcher.observer is not None, 10)
+    watcher.stop()
+    thread.join(5)
+    assert said[0] == f"{docs} was removed: rescanning every 0.2s instead"
+    assert said[1].startswith(f"{docs} is gone: its files stay in the index")
+    assert said[2:] == ["watching with inotify again"]
+
+
 def test_failed_batch_is_retried_and_said_once(tmp_path, monkeypatch):
     monkeypatch.setattr(watch, "RETRY_S", 0.1)
     docs = tmp_path / "docs"
@@ -325,22 +345,36 @@ def files_so_far(index: Path) -> int:
         return -1
 
 
+def write_logs(folder: Path, total: int) -> Path:
+    folder.mkdir(exist_ok=True)
+    for i in range(total):
+        body = "\n\n".join(
+            f"Log {i}, entry {p}: the weather station {i} measured {i * 3 + p} mm of rain "
+            f"and wind from bearing {(i * 37 + p) % 360} degrees."
+            for p in range(4)
+        )
+        (folder / f"log{i:03d}.txt").write_text(body)
+    return folder
+
+
 def test_watch_survives_kill_9_mid_batch(tmp_path, seeded_index):
+    total = 48  # more than one commit's worth of files (the indexer commits every 32)
+    clean = fresh_index(seeded_index, tmp_path / "clean")
+    ref_docs = write_logs(tmp_path / "ref", total)
+    reference = subprocess.Popen(  # a clean run of the same files, meanwhile
+        [sys.executable, "-m", "searchengine.cli", "index", str(ref_docs), "--index", str(clean)],
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     docs = tmp_path / "docs"
     docs.mkdir()
     index = fresh_index(seeded_index, tmp_path / "index")
-    clean = fresh_index(seeded_index, tmp_path / "clean")
     w = WatchProcess(str(docs), "--index", str(index), "--debounce", "0.2")
     try:
         w.wait_ready()
-        total = 64
-        for i in range(total):  # more than one commit's worth of files (the indexer's 32)
-            body = "\n\n".join(
-                f"Log {i}, entry {p}: the weather station {i} measured {i * 3 + p} mm of rain "
-                f"and wind from bearing {(i * 37 + p) % 360} degrees."
-                for p in range(8)
-            )
-            (docs / f"log{i:03d}.txt").write_text(body)
+        write_logs(docs, total)
         wait_for(lambda: files_so_far(index) > 0 or w.died(), 120, every=0.02)
         os.kill(w.proc.pid, signal.SIGKILL)
         w.proc.wait()
@@ -351,8 +385,24 @@ def test_watch_survives_kill_9_mid_batch(tmp_path, seeded_index):
     done = run_cli("index", str(docs), "--index", str(index), "--json")
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["failed"] == 0
-    ref = run_cli("index", str(docs), "--index", str(clean), "--json")
-    assert ref.returncode == 0, ref.stderr
+    assert reference.wait(timeout=300) == 0, reference.stderr.read()
     got, want = catalog_rows(index), catalog_rows(clean)
     assert len(want[0]) == total and all(state == "indexed" for _, _, state, _ in want[0])
     assert got == want
+
+
+def test_readme_documents_watch_and_its_options():
+    import re
+
+    import typer
+
+    from searchengine.commands import app
+
+    readme = (REPO / "README.md").read_text()
+    usage = re.search(r"^\s+searchengine watch PATH\.\.\. (.*)$", readme, re.M)
+    assert usage, "the README's command list has no `searchengine watch` line"
+    documented = set(re.findall(r"--[a-z-]+", usage.group(1)))
+    command = typer.main.get_command(app).commands["watch"]
+    options = {o for p in command.params for o in p.opts if o.startswith("--")}
+    assert documented == options
+    assert "### Keeping an index current: `watch`" in readme
