@@ -15,6 +15,7 @@ the watcher says so in one line and rescans the roots every `interval` seconds i
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import signal
 import threading
@@ -215,6 +216,30 @@ class _Handler(FileSystemEventHandler):
         self.watcher.event(event)
 
 
+class _Overflow(logging.Handler):
+    """The kernel dropped events (its inotify queue was full): watchdog rebuilds its watches
+    and logs a warning, but reports no event, so the roots are rescanned whole."""
+
+    LOGGERS = ("watchdog.observers.inotify_c", "watchdog.observers.inotify")
+
+    def __init__(self, watcher: Watcher) -> None:
+        super().__init__(logging.WARNING)
+        self.watcher = watcher
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if "overflow" in record.getMessage().lower():
+            self.watcher.lost_events()
+
+    def __enter__(self) -> _Overflow:
+        for name in self.LOGGERS:
+            logging.getLogger(name).addHandler(self)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for name in self.LOGGERS:
+            logging.getLogger(name).removeHandler(self)
+
+
 # ---- the inotify limit ---------------------------------------------------------------
 
 MAX_WATCHES = "/proc/sys/fs/inotify/max_user_watches"
@@ -360,6 +385,12 @@ class Watcher:
                 self._new_dirs = True
             self._wake.set()
 
+    def lost_events(self) -> None:
+        """Events were lost: the next batch covers the roots whole."""
+        self._say_once("some file events were lost (inotify queue overflow): rescanning")
+        self.pending.add(self.roots, time.monotonic())
+        self._wake.set()
+
     # -- control --
 
     def stop(self) -> None:
@@ -371,14 +402,15 @@ class Watcher:
         """Index the roots whole, then each batch of changes, until `stop()` (or an
         exception such as KeyboardInterrupt). The observer starts first, so nothing that
         changes during the first run is missed."""
-        try:
-            if not self.polling:
-                self._start_observer()
-            self._run_batch(self.roots, initial=True)
-            self.on_ready()
-            self._loop()
-        finally:
-            self._stop_observer()
+        with _Overflow(self):
+            try:
+                if not self.polling:
+                    self._start_observer()
+                self._run_batch(self.roots, initial=True)
+                self.on_ready()
+                self._loop()
+            finally:
+                self._stop_observer()
 
     def _loop(self) -> None:
         next_scan = time.monotonic() + self.interval_s

@@ -178,6 +178,26 @@ def test_a_removed_root_is_rescanned_then_watched_again(tmp_path):
     assert said[2:] == ["watching with inotify again"]
 
 
+def test_lost_events_rescan_the_roots(tmp_path):
+    import logging
+
+    (tmp_path / "docs").mkdir()
+    engine = FakeEngine(tmp_path / "index")
+    said: list[str] = []
+    watcher = Watcher(engine, [tmp_path / "docs"], say=said.append, debounce_s=0.05)
+    thread = run_in_thread(watcher)
+    wait_for(lambda: engine.runs and watcher.observer is not None)
+    # what watchdog logs (and all it does) when the kernel's event queue overflows
+    logging.getLogger("watchdog.observers.inotify_c").warning(
+        "Inotify queue overflowed; filesystem events were lost"
+    )
+    wait_for(lambda: len(engine.runs) >= 2)
+    watcher.stop()
+    thread.join(5)
+    assert engine.runs[1] == [str(tmp_path / "docs")]
+    assert said == ["some file events were lost (inotify queue overflow): rescanning"]
+
+
 def test_failed_batch_is_retried_and_said_once(tmp_path, monkeypatch):
     monkeypatch.setattr(watch, "RETRY_S", 0.1)
     docs = tmp_path / "docs"
