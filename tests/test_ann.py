@@ -189,6 +189,8 @@ def test_a_crash_while_saving_keeps_the_previous_pair(data, tmp_path):
     assert proc.returncode == -9
     index, state = load(path)
     assert state == {"max_id": 1} and len(index) == 100 and index.dim == DIM
+    index.save(path, {"max_id": 3})  # the next save clears the killed writer's temp file
+    assert [p.name for p in tmp_path.iterdir()] == ["text.index"]
 
 
 def test_factory_chooses_by_size_and_budget():

@@ -56,11 +56,17 @@ def _fsync_dir(folder: Path) -> None:
 
 
 def write(path: Path, index: faiss.Index, header: dict[str, Any]) -> None:
-    """Write index + header to `path` atomically (temp file, fsync, rename, fsync folder)."""
+    """Write index + header to `path` atomically (temp file, fsync, rename, fsync folder).
+
+    One writer per path at a time (the caller's lock): temp files of earlier, killed writers
+    are removed first.
+    """
     from searchengine import faults
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    for stale in path.parent.glob(f".{path.name}.*.tmp"):  # left by a writer that was killed
+        stale.unlink(missing_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         faiss.write_index(index, str(tmp))
