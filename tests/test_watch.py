@@ -43,7 +43,7 @@ def test_collapse_keeps_outermost_folders():
 
 
 def test_events_map_to_the_folders_to_index():
-    roots, idx = ["/r"], ["/r/.index"]
+    roots, idx = ["/r"], ["/r/index"]
     assert folders_for(FileCreatedEvent("/r/a/x.txt"), roots, idx) == ["/r/a"]
     assert folders_for(FileMovedEvent("/r/a/x.txt", "/r/b/y.txt"), roots, idx) == ["/r/a", "/r/b"]
     assert folders_for(FileMovedEvent("/r/a/x.txt", "/elsewhere/x"), roots, idx) == ["/r/a"]
@@ -52,7 +52,7 @@ def test_events_map_to_the_folders_to_index():
     assert folders_for(FileModifiedEvent("/r/.searchignore"), roots, idx) == ["/r"]
     # what the walk skips, the index's own writes, and reads (the indexer's own) start nothing
     for event in (
-        FileModifiedEvent("/r/.index/catalog.db"),
+        FileModifiedEvent("/r/index/catalog.db"),
         FileCreatedEvent("/r/a/.x.txt.swp"),
         FileCreatedEvent("/r/.git/objects/ab"),
         FileOpenedEvent("/r/a/x.txt"),
