@@ -56,6 +56,7 @@ def ordered_with_deadline(
         with cond:
             if job.state == "running":
                 job.state = "done"
+            start_more()  # the next item starts now, even while the consumer is busy
             cond.notify_all()
 
     def start_more() -> None:  # under cond; jobs start in order, so the head starts first
@@ -69,14 +70,16 @@ def ordered_with_deadline(
                 running += 1
 
     while True:
-        while len(queue) < window:
-            item = next(source, _END)
+        fresh: list[_Job[A, R]] = []
+        while len(queue) + len(fresh) < window:
+            item = next(source, _END)  # outside the lock: the source may be slow
             if item is _END:
                 break
-            queue.append(_Job(item))  # type: ignore[arg-type]
-        if not queue:
-            return
+            fresh.append(_Job(item))  # type: ignore[arg-type]
         with cond:
+            queue.extend(fresh)
+            if not queue:
+                return
             start_more()
             head = queue[0]
             while head.state != "done":
@@ -85,8 +88,7 @@ def ordered_with_deadline(
                     head.state = "abandoned"
                     break
                 cond.wait(left)
-                start_more()
-        queue.popleft()
+            queue.popleft()
         if head.state == "abandoned":
             yield on_timeout(head.item)
         elif head.error is not None:

@@ -630,7 +630,8 @@ def _note_unreachable(
     for root, held in missing.items():
         name = display_path(root)
         if prune:
-            summary.note(f"{name} is missing: forgot the {held} files indexed under it")
+            gone = sum(1 for r in cs.deleted if under(os.fsdecode(r.path_key), [root]))
+            summary.note(f"{name} is missing: forgot the {gone} files indexed under it")
         else:
             summary.note(
                 f"{name} is {MISSING_ROOT}: its {held} indexed files are kept "
