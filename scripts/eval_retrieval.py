@@ -35,18 +35,20 @@ rows are marked as such and measure nothing.
 Modes, all measured in the same run on the same index (the docs set has all of them; the
 image and sound sets have `fused` and `random`):
 
+Each mode is a `searchengine.search.RankParams` value set on the engine (`Engine.params`)
+for the time of its queries:
+
 - `fused`: the engine as shipped (`Engine.search`, k=10, restricted to the set's type):
-  0.8 vector + 0.2 BM25 per passage, the index's fitted cosine range (calibration.json),
-  the file-name bonus, MMR diversity.
+  the default RankParams (vector weight, BM25 per passage, the index's fitted cosine range
+  from calibration.json, the file-name bonus), MMR diversity.
 - `fused, no MMR`: the same with `diverse=False`.
 - `fused, no MMR, family range`: also ignores the index's fitted range and maps cosines
-  with the fixed `COSINE_RANGE` of the model family (by patching `search.calibrate`).
-- `bm25 only`: `searchengine.search.VECTOR_WEIGHT = 0.0`, so a passage scores by BM25
-  alone, plus the file-name/title BM25 bonus; no MMR. Hits whose score is 0 were found only
-  by the vector route and are dropped.
-- `vector only`: `VECTOR_WEIGHT = 1.0`, `NAME_BONUS = 0.0`, `search.calibrate` replaced by
-  (cosine + 1) / 2 so the order is the raw cosine order (the shipped map clamps at 1, which
-  ties every close match); no MMR.
+  with the fixed `COSINE_RANGE` of the model family (`calibration="family"`).
+- `bm25 only`: `vector_weight=0.0`, so a passage scores by BM25 alone, plus the
+  file-name/title BM25 bonus; no MMR. Hits whose score is 0 were found only by the vector
+  route and are dropped.
+- `vector only`: `vector_weight=1.0`, `name_bonus=0.0`, `calibration="raw"`: (cosine + 1)
+  / 2, so the order is the raw cosine order; no MMR.
 - `random`: a seeded random order of the indexed files: the chance level.
 
 Metrics per query over the top 10 files: recall@k = |relevant in top k| / |relevant|,
@@ -68,8 +70,9 @@ import sys
 import time
 from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -85,6 +88,10 @@ from evalkit import (  # noqa: E402
     recall_at,
     stage,
 )
+
+if TYPE_CHECKING:
+    from searchengine import Engine
+    from searchengine.search import RankParams
 
 SETS = (
     "docs-titles",
@@ -281,11 +288,11 @@ class SetReport:
 
 @dataclass(frozen=True)
 class Mode:
-    """One way of ranking, made by changing searchengine.search's constants for a while.
+    """One way of ranking: the shipped RankParams with a few values changed (rank_params).
 
-    `cosine`: "engine" (the index's fitted range, else the model family's, clamped to
-    0..1, as shipped), "family" (the fixed COSINE_RANGE, ignoring the index's fit) or "raw"
-    ((cosine + 1) / 2: monotonic, never clamped, so the order is the cosine order)."""
+    `cosine`: "engine" (the index's fitted range, else the model family's, as shipped),
+    "family" (the fixed COSINE_RANGE, ignoring the index's fit) or "raw" ((cosine + 1) / 2:
+    the plain cosine order)."""
 
     name: str
     vector_weight: float | None = None
@@ -295,6 +302,7 @@ class Mode:
     drop_zero: bool = False
 
 
+CALIBRATION = {"engine": "fitted", "family": "family", "raw": "raw"}  # Mode.cosine -> RankParams
 FUSED = Mode("fused")
 DOC_MODES = (
     FUSED,
@@ -305,35 +313,28 @@ DOC_MODES = (
 )
 
 
+def rank_params(mode: Mode, base: "RankParams | None" = None) -> "RankParams":
+    """The engine's ranking parameters for `mode`: `base` (the shipped defaults when None)
+    with the mode's changes."""
+    from searchengine.search import RankParams
+
+    changes: dict[str, object] = {"calibration": CALIBRATION[mode.cosine]}
+    if mode.vector_weight is not None:
+        changes["vector_weight"] = mode.vector_weight
+    if mode.name_bonus is not None:
+        changes["name_bonus"] = mode.name_bonus
+    return replace(base or RankParams(), **changes)
+
+
 @contextmanager
-def ranking(mode: Mode) -> Iterator[None]:
-    """Temporarily set searchengine.search's fusion constants for `mode` (restored on exit)."""
-    import searchengine.search as search
-
-    for attr in ("VECTOR_WEIGHT", "NAME_BONUS", "calibrate"):
-        if not hasattr(search, attr):
-            raise EvalError(f"searchengine.search has no {attr}: update eval_retrieval.py")
-    saved = (search.VECTOR_WEIGHT, search.NAME_BONUS, search.calibrate)
-    engine_calibrate = search.calibrate
-
-    def family(space: str, cosine: float, *_fitted: object, **_kw: object) -> float:
-        return engine_calibrate(space, cosine)
-
-    def raw(_space: str, cosine: float, *_fitted: object, **_kw: object) -> float:
-        return (float(cosine) + 1.0) / 2.0
-
+def ranking(eng: "Engine", mode: Mode) -> Iterator[None]:
+    """Rank with `mode`'s parameters on this engine for a while (restored on exit)."""
+    saved = eng.params
+    eng.params = rank_params(mode, saved)
     try:
-        if mode.vector_weight is not None:
-            search.VECTOR_WEIGHT = mode.vector_weight
-        if mode.name_bonus is not None:
-            search.NAME_BONUS = mode.name_bonus
-        if mode.cosine == "family":
-            search.calibrate = family
-        elif mode.cosine == "raw":
-            search.calibrate = raw
         yield
     finally:
-        search.VECTOR_WEIGHT, search.NAME_BONUS, search.calibrate = saved
+        eng.params = saved
 
 
 def evaluate(
@@ -361,7 +362,7 @@ def evaluate(
         rows = []
         for mode in modes:
             runs, took = [], []
-            with ranking(mode):
+            with ranking(eng, mode):
                 for query, relevant in labelled.queries:
                     t0 = time.perf_counter()
                     hits = eng.search(

@@ -151,22 +151,29 @@ def test_fetch_failure_is_a_clear_error(tmp_path: Path, monkeypatch) -> None:
         ev.ensure_samples("bigdocs", tmp_path)
 
 
-def test_ranking_modes_patch_and_restore() -> None:
+def test_ranking_modes_set_and_restore_the_engine_params() -> None:
+    from types import SimpleNamespace
+
     import searchengine.search as search
 
-    before = (search.VECTOR_WEIGHT, search.NAME_BONUS, search.calibrate)
+    shipped = search.RankParams()
+    vector = ev.rank_params(ev.Mode("v", vector_weight=1.0, name_bonus=0.0, cosine="raw"))
+    assert (vector.vector_weight, vector.name_bonus, vector.calibration) == (1.0, 0.0, "raw")
+    assert vector.bm25_half == shipped.bm25_half  # the rest as shipped
+    assert ev.rank_params(ev.FUSED) == shipped
     fitted = {"text": (0.0, 0.2)}
-    with ev.ranking(ev.Mode("v", vector_weight=1.0, name_bonus=0.0, cosine="raw")):
-        assert (search.VECTOR_WEIGHT, search.NAME_BONUS) == (1.0, 0.0)
-        assert search.calibrate("text", 0.5, fitted) == pytest.approx(0.75)  # no clamp
-    with ev.ranking(ev.Mode("f", cosine="family")):
-        lo, hi = search.COSINE_RANGE["text"]
-        assert search.calibrate("text", hi, fitted) == pytest.approx(1.0)  # fit ignored
-        assert search.calibrate("text", lo, fitted) == pytest.approx(0.0)
-    with pytest.raises(RuntimeError), ev.ranking(ev.Mode("b", vector_weight=0.0)):
+    assert search.calibrate("text", 0.5, fitted, vector) == pytest.approx(0.75)  # plain cosine
+    family = ev.rank_params(ev.Mode("f", cosine="family"))
+    lo, hi = search.COSINE_RANGE["text"]
+    assert search.calibrate("text", hi, fitted, family) == pytest.approx(1.0)  # fit ignored
+    assert search.calibrate("text", lo, fitted, family) == pytest.approx(0.0)
+    eng = SimpleNamespace(params=shipped)
+    with ev.ranking(eng, ev.Mode("b", vector_weight=0.0)):
+        assert eng.params.vector_weight == 0.0 and eng.params.calibration == "fitted"
+    assert eng.params is shipped
+    with pytest.raises(RuntimeError), ev.ranking(eng, ev.Mode("b", vector_weight=0.0)):
         raise RuntimeError
-    assert (search.VECTOR_WEIGHT, search.NAME_BONUS, search.calibrate) == before
-    assert search.calibrate("text", 0.5, fitted) == 1.0  # the shipped map clamps
+    assert eng.params is shipped
 
 
 def test_cli_rejects_unknown_set(capsys) -> None:
