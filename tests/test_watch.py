@@ -298,71 +298,45 @@ def top_names(index: Path, query: str) -> list[str]:
     return [Path(h["path"]).name for h in search(index, query)]
 
 
-def test_watch_keeps_the_index_current(tmp_path, seeded_index):
-    docs = tmp_path / "docs"
-    docs.mkdir()
-    for name in ("garden.md", "astronomy.rst"):
-        (docs / name).write_text(TOPICS[name])
-    index = fresh_index(seeded_index, tmp_path / "index")
-    w = WatchProcess(str(docs), "--index", str(index), "--debounce", "0.3")
-    try:
-        w.wait_ready()
-        assert w.batches[0]["initial"] and w.batches[0]["added"] == 2
-        # searches in other processes work while the watcher holds the index
-        assert top_names(index, "planting tomatoes in spring")[0] == "garden.md"
+def follow_edits(w: WatchProcess, docs: Path, index: Path) -> float:
+    """Create, edit, rename and delete files and a folder under a running watcher, checking
+    each change with `search` from another process; seconds from a write to its batch."""
+    assert w.batches[0]["initial"] and w.batches[0]["added"] == 2
+    # searches in other processes work while the watcher holds the index
+    assert top_names(index, "planting tomatoes in spring")[0] == "garden.md"
 
-        n, started = len(w.batches), time.monotonic()
-        (docs / "notes.txt").write_text("Baking sourdough bread with rye flour and a starter.")
-        w.wait_batch(n, added=1)
-        took = time.monotonic() - started
-        assert top_names(index, "baking sourdough bread")[0] == "notes.txt"
+    n, started = len(w.batches), time.monotonic()
+    (docs / "notes.txt").write_text("Baking sourdough bread with rye flour and a starter.")
+    w.wait_batch(n, added=1)
+    took = time.monotonic() - started
+    assert top_names(index, "baking sourdough bread")[0] == "notes.txt"
 
-        n = len(w.batches)
-        (docs / "notes.txt").write_text("Repairing a bicycle puncture with a patch kit.")
-        w.wait_batch(n, changed=1)
-        hit = search(index, "fixing a flat bicycle tyre")[0]
-        assert Path(hit["path"]).name == "notes.txt"
-        assert "bicycle" in hit["segments"][0]["text"]
+    n = len(w.batches)
+    (docs / "notes.txt").write_text("Repairing a bicycle puncture with a patch kit.")
+    w.wait_batch(n, changed=1)
+    hit = search(index, "fixing a flat bicycle tyre")[0]
+    assert Path(hit["path"]).name == "notes.txt"
+    assert "bicycle" in hit["segments"][0]["text"]
 
-        n = len(w.batches)
-        (docs / "notes.txt").rename(docs / "bike.txt")  # found by hash: vectors kept
-        w.wait_batch(n, moved=1)
-        assert sum(b["added"] + b["changed"] for b in w.batches[n:]) == 0
-        assert "bike.txt" in top_names(index, "fixing a flat bicycle tyre")
+    n = len(w.batches)
+    (docs / "notes.txt").rename(docs / "bike.txt")  # found by hash: vectors kept
+    w.wait_batch(n, moved=1)
+    assert sum(b["added"] + b["changed"] for b in w.batches[n:]) == 0
+    assert "bike.txt" in top_names(index, "fixing a flat bicycle tyre")
 
-        n = len(w.batches)
-        (docs / "kitchen" / "breakfast").mkdir(parents=True)
-        (docs / "kitchen" / "breakfast" / "pancakes.txt").write_text(TOPICS["recipe.html"])
-        w.wait_batch(n, added=1)
-        n = len(w.batches)
-        shutil.rmtree(docs / "kitchen")  # a deleted folder's files are forgotten
-        (docs / "astronomy.rst").unlink()
-        w.wait_batch(n, deleted=2)
+    n = len(w.batches)
+    (docs / "kitchen" / "breakfast").mkdir(parents=True)
+    (docs / "kitchen" / "breakfast" / "pancakes.txt").write_text(TOPICS["recipe.html"])
+    w.wait_batch(n, added=1)
+    n = len(w.batches)
+    shutil.rmtree(docs / "kitchen")  # a deleted folder's files are forgotten
+    (docs / "astronomy.rst").unlink()
+    w.wait_batch(n, deleted=2)
 
-        status = run_cli("status", "--index", str(index), "--json")
-        assert json.loads(status.stdout)["files"] == 2
-        assert set(top_names(index, "pancakes")) == {"garden.md", "bike.txt"}
-        assert w.stop() == 0
-        assert w.notices[-1] == "stopped"
-    finally:
-        w.kill()
-    print(f"a new file was indexed {took:.1f}s after it was written")
-
-
-def catalog_rows(index: Path) -> tuple[set[tuple], int]:
-    """(every file's (name, type, state, sha), segment count), read straight from SQLite."""
-    with sqlite3.connect(f"file:{index / 'catalog.db'}?mode=ro", uri=True) as db:
-        rows = db.execute("SELECT path, type, state, sha FROM files").fetchall()
-        n_segments = db.execute("SELECT count(*) FROM segments").fetchone()[0]
-    return {(Path(p).name, t, s, h) for p, t, s, h in rows}, n_segments
-
-
-def files_so_far(index: Path) -> int:
-    try:
-        with sqlite3.connect(f"file:{index / 'catalog.db'}?mode=ro", uri=True, timeout=1) as db:
-            return db.execute("SELECT count(*) FROM files").fetchone()[0]
-    except sqlite3.Error:
-        return -1
+    status = run_cli("status", "--index", str(index), "--json")
+    assert json.loads(status.stdout)["files"] == 2
+    assert set(top_names(index, "pancakes")) == {"garden.md", "bike.txt"}
+    return took
 
 
 def write_logs(folder: Path, total: int) -> Path:
@@ -377,12 +351,32 @@ def write_logs(folder: Path, total: int) -> Path:
     return folder
 
 
-def test_watch_survives_kill_9_mid_batch(tmp_path, seeded_index):
+def catalog_rows(index: Path, like: str = "%") -> set[tuple]:
+    """(name, type, state, sha, segments) of the files whose name is LIKE `like`."""
+    with sqlite3.connect(f"file:{index / 'catalog.db'}?mode=ro", uri=True, timeout=5) as db:
+        rows = db.execute(
+            "SELECT f.path, f.type, f.state, f.sha, count(s.id) FROM files f "
+            "LEFT JOIN segments s ON s.file_id = f.id WHERE f.path LIKE ? GROUP BY f.id",
+            (f"%/{like}",),
+        ).fetchall()
+    return {(Path(p).name, *rest) for p, *rest in rows}
+
+
+def logs_so_far(index: Path) -> int:
+    try:
+        return len(catalog_rows(index, "log%"))
+    except sqlite3.Error:
+        return -1
+
+
+def test_watch_end_to_end(tmp_path, seeded_index):
+    """A real watcher follows edits; killed with SIGKILL mid-batch, the next `watch` completes
+    the work (the same files and segments as a clean `index` run); SIGTERM stops it."""
     total = 48  # more than one commit's worth of files (the indexer commits every 32)
     clean = fresh_index(seeded_index, tmp_path / "clean")
-    ref_docs = write_logs(tmp_path / "ref", total)
-    reference = subprocess.Popen(  # a clean run of the same files, meanwhile
-        [sys.executable, "-m", "searchengine.cli", "index", str(ref_docs), "--index", str(clean)],
+    ref_logs = write_logs(tmp_path / "ref", total)
+    reference = subprocess.Popen(  # a clean run over the same logs, meanwhile
+        [sys.executable, "-m", "searchengine.cli", "index", str(ref_logs), "--index", str(clean)],
         cwd=REPO,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
@@ -390,25 +384,37 @@ def test_watch_survives_kill_9_mid_batch(tmp_path, seeded_index):
     )
     docs = tmp_path / "docs"
     docs.mkdir()
+    for name in ("garden.md", "astronomy.rst"):
+        (docs / name).write_text(TOPICS[name])
     index = fresh_index(seeded_index, tmp_path / "index")
-    w = WatchProcess(str(docs), "--index", str(index), "--debounce", "0.2")
+    args = (str(docs), "--index", str(index), "--debounce", "0.3")
+
+    w = WatchProcess(*args)
     try:
         w.wait_ready()
+        took = follow_edits(w, docs, index)
         write_logs(docs, total)
-        wait_for(lambda: files_so_far(index) > 0 or w.died(), 120, every=0.02)
+        wait_for(lambda: logs_so_far(index) > 0 or w.died(), 120, every=0.02)
         os.kill(w.proc.pid, signal.SIGKILL)
         w.proc.wait()
-        had = files_so_far(index)
+        had = logs_so_far(index)
     finally:
         w.kill()
     assert 0 < had < total, "the kill did not land mid-batch"
-    done = run_cli("index", str(docs), "--index", str(index), "--json")
-    assert done.returncode == 0, done.stderr
-    assert json.loads(done.stdout)["failed"] == 0
-    assert reference.wait(timeout=300) == 0, reference.stderr.read()
-    got, want = catalog_rows(index), catalog_rows(clean)
-    assert len(want[0]) == total and all(state == "indexed" for _, _, state, _ in want[0])
-    assert got == want
+
+    again = WatchProcess(*args)
+    try:
+        again.wait_ready()
+        assert again.batches[0]["added"] == total - had and again.batches[0]["failed"] == 0
+        assert reference.wait(timeout=300) == 0, reference.stderr.read()
+        want = catalog_rows(clean)
+        assert len(want) == total and all(row[2] == "indexed" for row in want)
+        assert catalog_rows(index, "log%") == want
+        assert again.stop() == 0
+        assert again.notices[-1] == "stopped"
+    finally:
+        again.kill()
+    print(f"a new file was indexed {took:.1f}s after it was written")
 
 
 def test_readme_documents_watch_and_its_options():
