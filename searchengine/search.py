@@ -201,12 +201,24 @@ def order_hits(hits: list[Hit]) -> list[Hit]:
 
 @dataclass
 class _Scored:
-    """One candidate segment: shown score, unclamped score, row, why."""
+    """One candidate segment: shown score, unclamped score, row, and its two parts (the
+    reason is written only for the hits that make the page)."""
 
     score: float
     raw: float
     row: SegmentRow
-    why: str
+    vector: float
+    keywords: float
+
+
+@dataclass
+class _Found:
+    """A file's candidate segments (best first) and its name match, kept until the page is
+    known, so snippets and reasons are made for k hits rather than every candidate."""
+
+    segs: list[_Scored]
+    name: float
+    by_name_only: bool = False
 
 
 class Ranker:
@@ -237,13 +249,32 @@ class Ranker:
         fetch = max(50, q.k * 8)
         vectors = self._query_vectors(q)
         while True:
-            hits, exhausted, ceiling = self._rank(q, vectors, fetch)
+            hits, exhausted, ceiling, found = self._rank(q, vectors, fetch)
             hits = [h for h in hits if h.score >= q.min_score]
             if len(hits) >= q.k or exhausted or ceiling < q.min_score:
                 if q.diverse:
                     hits = self.diversify(hits, q.k)
-                return hits[: q.k]
+                hits = hits[: q.k]
+                for hit in hits:
+                    self._explain(hit, found[hit.file_id], q.text)
+                return hits
             fetch *= 4
+
+    def _explain(self, hit: Hit, found: _Found, query: str) -> None:
+        """The reason and the shown moments of a hit on the page."""
+        top = found.segs[0]
+        if found.by_name_only:
+            why = "file name"
+        else:
+            why = f"{top.row.space} similarity {top.vector:.2f}"
+            if top.keywords > 0:
+                terms = ", ".join(matched_terms(query, top.row.text))
+                why += f", keywords {top.keywords:.2f} ({terms})"
+        if found.name > 0:
+            why += f", file name {found.name:.2f}"
+        hit.reason = why
+        matched = [(s.score, s.row) for s in found.segs if s.score > 0 or s is top]
+        hit.segments = best_moments(matched, hit.type, top.score, query, self.params)
 
     def _query_vectors(self, q: Query) -> dict[str, np.ndarray]:
         """One query vector per space: the words, plus an example's vector, minus `--not`."""
@@ -274,7 +305,7 @@ class Ranker:
 
     def _rank(
         self, q: Query, query_vecs: dict[str, np.ndarray], fetch: int
-    ) -> tuple[list[Hit], bool, float]:
+    ) -> tuple[list[Hit], bool, float, dict[int, _Found]]:
         """Hits for one fetch size, whether nothing more can be fetched, and the best score
         a candidate not fetched yet could still reach."""
         p = self.params
@@ -308,14 +339,13 @@ class Ranker:
             b = squash_bm25(bm25.get(sid, 0.0), p.bm25_half)
             raw = p.vector_weight * v + (1 - p.vector_weight) * b
             score = p.vector_weight * clamp(v) + (1 - p.vector_weight) * b
-            why = f"{row.space} similarity {clamp(v):.2f}"
-            if b > 0:
-                why += f", keywords {b:.2f} ({', '.join(matched_terms(q.text, row.text))})"
-            per_file.setdefault(row.file_id, []).append(_Scored(score, raw, row, why))
-        for fid, row in catalog.first_segments(set(names) - set(per_file)).items():
-            per_file[fid] = [_Scored(0.0, 0.0, row, "file name")]
+            per_file.setdefault(row.file_id, []).append(_Scored(score, raw, row, clamp(v), b))
+        name_only = set(names) - set(per_file)
+        for fid, row in catalog.first_segments(name_only).items():
+            per_file[fid] = [_Scored(0.0, 0.0, row, 0.0, 0.0)]
         records = catalog.files_by_id(set(per_file) | set(names))
         hits = []
+        found: dict[int, _Found] = {}
         best_name = 0.0
         for fid, segs in per_file.items():
             rec = records.get(fid)
@@ -325,25 +355,18 @@ class Ranker:
             name = squash_bm25(names.get(fid, 0.0), p.bm25_half)
             best_name = max(best_name, name)
             top = segs[0]
-            why = top.why + (f", file name {name:.2f}" if name > 0 else "")
-            hit = Hit(
-                path=rec.path,
-                type=rec.type,
-                score=min(1.0, top.score + p.name_bonus * name),
-                reason=why,
-            )
+            hit = Hit(path=rec.path, type=rec.type, score=min(1.0, top.score + p.name_bonus * name))
             hit.raw_score = top.raw + p.name_bonus * name
             hit.file_id = fid
             hit.best_segment = top.row.id
-            matched = [(s.score, s.row) for s in segs if s.score > 0 or s is top]
-            hit.segments = best_moments(matched, rec.type, top.score, q.text, p)
+            found[fid] = _Found(segs, name, fid in name_only)
             hits.append(hit)
         ceiling = (
             p.vector_weight * clamp(lowest_vec)
             + (1 - p.vector_weight) * lowest_bm25
             + p.name_bonus * (1.0 if len(names) >= fetch else best_name)
         )
-        return order_hits(hits), exhausted, ceiling
+        return order_hits(hits), exhausted, ceiling, found
 
     def _rescore_exact(
         self,

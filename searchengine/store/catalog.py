@@ -467,7 +467,7 @@ class Catalog:
     def vector_map(self, ids: Sequence[int], level: str = "segment") -> dict[int, np.ndarray]:
         """Stored vectors by id (any mix of spaces and dimensions), as float32."""
         table = LEVEL_TABLES[level]
-        out: dict[int, np.ndarray] = {}
+        by_size: dict[int, tuple[list[int], list[bytes]]] = {}
         ids = list(ids)
         with self.engine.connect() as conn:
             for i in range(0, len(ids), 900):
@@ -476,7 +476,12 @@ class Catalog:
                         table.c.id.in_(ids[i : i + 900]), table.c.vector.is_not(None)
                     )
                 ):
-                    out[int(sid)] = decode_vector(blob)
+                    group = by_size.setdefault(len(blob), ([], []))
+                    group[0].append(int(sid))
+                    group[1].append(blob)
+        out: dict[int, np.ndarray] = {}
+        for found, blobs in by_size.values():
+            out.update(zip(found, decode_vectors(blobs), strict=True))
         return out
 
     def vectors(self, ids: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
