@@ -137,3 +137,44 @@ def test_min_score_stops_when_no_unseen_candidate_can_pass(two_indexes, monkeypa
         monkeypatch.setattr(ranker, "_rank", counting)
         hits = ranker.run_query(Query(text="violin strings", k=3, min_score=0.99))
         assert hits == [] and len(rounds) == 1
+
+
+def test_duplicates_list_orders_near_groups_by_similarity_not_names(tmp_path: Path) -> None:
+    import os
+
+    from searchengine.config import IndexConfig
+    from searchengine.duplicates import find_duplicates
+    from searchengine.store.catalog import NewFile
+    from searchengine.types import Segment
+
+    rng = np.random.default_rng(3)
+    base = rng.normal(size=(3, 64)).astype(np.float32)
+
+    def near(v: np.ndarray, cos: float) -> np.ndarray:
+        noise = rng.normal(size=v.shape).astype(np.float32)
+        noise -= (noise @ v) / (v @ v) * v
+        u, w = v / np.linalg.norm(v), noise / np.linalg.norm(noise)
+        return cos * u + np.sqrt(1 - cos**2) * w
+
+    vectors = {  # "a" names sort first but are the less alike pair
+        "a1.txt": base[0] / np.linalg.norm(base[0]),
+        "a2.txt": near(base[0], 0.96),
+        "z1.txt": base[1] / np.linalg.norm(base[1]),
+        "z2.txt": near(base[1], 0.995),
+        "m.txt": base[2] / np.linalg.norm(base[2]),
+    }
+    with Engine(tmp_path / "index", create=True) as eng:
+        model = IndexConfig().model_key("text")
+        with eng.catalog.transaction() as conn:
+            for i, (name, vec) in enumerate(vectors.items()):
+                path = str(tmp_path / name)
+                eng.catalog.write_file(
+                    conn,
+                    NewFile(os.fsencode(path), path, "text", 10 + i, i, f"{i:064x}", "indexed"),
+                    [Segment(space="text", kind="chunk", start=0.0, end=10.0, text=name)],
+                    [vec],
+                    {"text": model},
+                )
+        groups = find_duplicates(eng, threshold=0.95)
+    near_groups = [[Path(f.path).name for f in g.files] for g in groups if g.kind == "near"]
+    assert near_groups == [["z1.txt", "z2.txt"], ["a1.txt", "a2.txt"]]
