@@ -496,7 +496,7 @@ class Watcher:
             reason = _fallback_reason(exc)
             _stop(observer)
             if reason is None:
-                raise UserError(f"cannot watch {display_path(root)}: {exc.strerror}") from None
+                raise UserError(f"cannot watch the given folders: {exc}") from None
             self._fall_back(reason)
             return
         self.observer = observer

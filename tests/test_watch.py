@@ -217,6 +217,21 @@ def test_failed_batch_is_retried_and_said_once(tmp_path, monkeypatch):
     assert said == [f"{busy}; will retry"]
 
 
+def test_a_single_file_can_be_watched(tmp_path):
+    (tmp_path / "a.txt").write_text("one")
+    engine = FakeEngine(tmp_path / "index")
+    watcher = Watcher(engine, [tmp_path / "a.txt"], debounce_s=0.05)
+    thread = run_in_thread(watcher)
+    wait_for(lambda: engine.runs and watcher.observer is not None)
+    (tmp_path / "b.txt").write_text("a neighbour: not watched")
+    (tmp_path / "a.txt").write_text("two")
+    wait_for(lambda: len(engine.runs) >= 2)
+    time.sleep(0.3)
+    watcher.stop()
+    thread.join(5)
+    assert engine.runs == [[str(tmp_path / "a.txt")]] * 2
+
+
 def test_a_missing_root_is_one_line(tmp_path):
     with pytest.raises(UserError, match="no such file or folder"):
         Watcher(FakeEngine(tmp_path / "index"), [tmp_path / "nope"])
