@@ -120,6 +120,8 @@ def _render_summary(s: IndexSummary) -> None:
         f"{s.skipped} skipped",
         f"{s.pending} pending",
     ]
+    if s.reembedded:
+        parts.append(f"{s.reembedded} re-embedded (a model or the speech setting changed)")
     if s.unreachable:
         parts.append(f"{s.unreachable} unreachable (kept)")
     out().print(", ".join(parts) + f" in {s.seconds:.1f}s")

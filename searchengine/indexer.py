@@ -25,6 +25,7 @@ from searchengine.encoders.registry import SPACES
 from searchengine.errors import DecodeError, ModelUnavailable, Skip, UserError
 from searchengine.inflight import CRASH_REASON, STRIKES_TO_BLAME, Journal, crashes_in_child
 from searchengine.media import decode_file
+from searchengine.reembed import Redo, Reembedder
 from searchengine.store.catalog import FileRecord, NewFile
 from searchengine.types import Decoded, Segment
 
@@ -77,6 +78,7 @@ class IndexSummary:
     failed: int = 0
     pending: int = 0
     skipped: int = 0
+    reembedded: int = 0  # unchanged files whose stale space or speech was made again
     unreachable: int = 0
     """Files kept as they were because they, a folder above them or their root could not be
     read this time (see `unreachable_paths`)."""
@@ -163,7 +165,7 @@ class Indexer:
         report("scan", len(entries), len(entries), "")
         if not prune:
             unreadable.update(dict.fromkeys(missing, MISSING_ROOT))
-        retry = self._retry_ids()
+        retry, redo = self._retry()
         cs = diff(
             entries,
             records,
@@ -189,6 +191,10 @@ class Indexer:
                 self._copy_duplicates(cs)
                 todo = self._skip_crashers(todo, journal.left_over, summary)
                 self._process(todo, summary, report)
+                same = {r.id for r, _ in cs.unchanged + cs.touched}
+                summary.reembedded = Reembedder(
+                    self.store, self.models, self.config, self._transcribe
+                ).run({f: r for f, r in redo.items() if f in same}, summary, report)
             finally:
                 self.journal = None
         self.store.sync(SPACES)
@@ -197,20 +203,24 @@ class Indexer:
         summary.seconds = time.monotonic() - started
         return summary
 
-    def _retry_ids(self) -> set[int]:
-        """Files to process again though unchanged: pending ones whose model is now found,
-        and ones whose vectors came from a model the config no longer names."""
-        retry: set[int] = set()
+    def _retry(self) -> tuple[set[int], dict[int, Redo]]:
+        """Files to process again though unchanged on disk: pending ones whose model is now
+        found (whole), and ones whose vectors came from a model the config no longer names
+        or whose speech setting changed (only that part, see reembed.py)."""
+        full: set[int] = set()
         found = {space: self._resolvable(space) for space in SPACES}  # once, not per file
         for fid, waiting in self.catalog.pending_waiting().items():
             if not waiting or any(found.get(s, False) for s in waiting):
-                retry.add(fid)
+                full.add(fid)
+        partial: dict[int, Redo] = {}
         for space in SPACES:
-            retry |= self.catalog.stale_files(space, self.config.model_key(space))
-        retry |= self.catalog.files_with_other_meta(
+            for fid in self.catalog.stale_files(space, self.config.model_key(space)):
+                partial.setdefault(fid, Redo()).spaces.add(space)
+        for fid in self.catalog.files_with_other_meta(
             ("audio", "video"), "speech", self.config.models.get("speech", "off")
-        )
-        return retry
+        ):
+            partial.setdefault(fid, Redo()).speech = True
+        return full, {fid: r for fid, r in partial.items() if fid not in full}
 
     def _resolvable(self, space: str) -> bool:
         try:

@@ -100,8 +100,45 @@ def test_speech_can_be_turned_off_per_index(recordings, tmp_path, test_models):
     with Engine(index, create=True, models=tiny_clap(test_models)) as eng:
         eng.index([recordings])
         assert eng.search("quarterly budget", k=1)[0].segments[0].kind == "speech"
+        windows = set(eng.catalog.vector_ids("clap").tolist())
+        speech_before = _speech_lines(eng)
+        assert speech_before
+    calls = _count_encoder_calls()
     with Engine(index, models={"speech": "off"}) as eng:
         summary = eng.index([recordings])
-        assert summary.changed >= 4  # audio re-made without transcripts
+        assert summary.reembedded >= 4 and summary.changed == 0  # only the transcripts go
         top = eng.search("quarterly budget", k=1, types=["audio"])
         assert all(s.kind != "speech" for h in top for s in h.segments)
+        assert set(eng.catalog.vector_ids("clap").tolist()) == windows  # sounds untouched
+        assert _speech_lines(eng) == []
+    assert calls.get("clap", 0) == 0
+    with Engine(index, models={"speech": "tiny.en"}) as eng:
+        summary = eng.index([recordings])
+        assert summary.reembedded >= 4 and summary.changed == 0  # transcripts come back
+        assert set(eng.catalog.vector_ids("clap").tolist()) == windows
+        assert [t for _, t in _speech_lines(eng)] == [t for _, t in speech_before]
+        assert eng.search("quarterly budget", k=1)[0].segments[0].kind == "speech"
+    assert calls.get("clap", 0) == 0
+
+
+def _speech_lines(eng: Engine) -> list[tuple[float, str]]:
+    rows = eng.catalog.segment_rows(eng.catalog.vector_ids("text").tolist()).values()
+    return sorted((r.start, r.text) for r in rows if r.kind == "speech")
+
+
+def _count_encoder_calls() -> dict[str, int]:
+    """Counts embed_items calls per space from now on (the encoders are shared per process)."""
+    from searchengine.encoders import registry
+
+    calls: dict[str, int] = {}
+    for (space, _, _), enc in list(registry._LOADED.items()):
+        if not hasattr(enc, "embed_items"):
+            continue  # the speech transcriber
+        original = enc.embed_items
+
+        def counting(payloads, space=space, original=original):
+            calls[space] = calls.get(space, 0) + 1
+            return original(payloads)
+
+        enc.embed_items = counting
+    return calls

@@ -318,6 +318,64 @@ class Catalog:
         conn.execute(delete(segments).where(segments.c.file_id.in_(file_ids)))
         conn.execute(delete(file_vectors).where(file_vectors.c.file_id.in_(file_ids)))
 
+    def file_segments(self, file_id: int) -> list[SegmentRow]:
+        """Every segment of one file, in order."""
+        with self.engine.connect() as conn:
+            q = (
+                select(
+                    segments.c.id,
+                    segments.c.file_id,
+                    segments.c.space,
+                    segments.c.kind,
+                    segments.c.start,
+                    segments.c.end,
+                    segments.c.text,
+                    files.c.path,
+                    files.c.type,
+                )
+                .join(files, files.c.id == segments.c.file_id)
+                .where(segments.c.file_id == file_id)
+                .order_by(segments.c.id)
+            )
+            return [SegmentRow(*row) for row in conn.execute(q)]
+
+    def replace_segments(
+        self,
+        conn: Connection,
+        file_id: int,
+        drop: Sequence[int],
+        segs: Sequence[Segment],
+        vectors: Sequence[np.ndarray | None],
+        models: dict[str, str],
+        meta: dict[str, Any] | None = None,
+    ) -> None:
+        """Swap some of a file's segments (one space's, or its transcript lines) for new
+        ones inside the caller's transaction; the rest stay as they are."""
+        for i in range(0, len(drop), 900):
+            conn.execute(delete(segments).where(segments.c.id.in_(list(drop[i : i + 900]))))
+        rows = [
+            {
+                "file_id": file_id,
+                "space": seg.space,
+                "kind": seg.kind,
+                "start": seg.start,
+                "end": seg.end,
+                "text": seg.text,
+                "model": models.get(seg.space) if vec is not None else None,
+                "vector": None if vec is None else encode_vector(vec),
+            }
+            for seg, vec in zip(segs, vectors, strict=True)
+        ]
+        if rows:
+            conn.execute(insert(segments), rows)
+        if meta:
+            old = conn.execute(select(files.c.meta).where(files.c.id == file_id)).scalar()
+            merged = {**(json.loads(old) if old else {}), **meta}
+            conn.execute(
+                update(files).where(files.c.id == file_id).values(meta=json.dumps(merged))
+            )
+        refresh_file_vectors(conn, [file_id])
+
     def copy_segments(self, conn: Connection, src_file_id: int, dst_file_id: int) -> None:
         """Give an exact duplicate the vectors of its twin instead of embedding it again."""
         conn.execute(

@@ -1,0 +1,127 @@
+"""Change only what changed: when one space's model changes, re-embed that space's segments;
+when speech is turned on or off, add or drop transcript lines. A file's other segments and
+vectors are left as they are, and each file's update is one transaction, so a kill keeps
+every file searchable with either its old or its new vectors.
+
+Text segments keep their text, so a new text model re-embeds them without decoding the
+file. Image frames and sound windows are not stored: a new CLIP or CLAP model decodes the
+file again and keeps only that space's segments.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from searchengine.errors import ModelUnavailable
+from searchengine.media import decode_file
+from searchengine.types import Decoded, Segment
+
+if TYPE_CHECKING:
+    from searchengine.config import IndexConfig
+    from searchengine.encoders.registry import ModelRegistry
+    from searchengine.indexer import IndexSummary
+    from searchengine.store.catalog import FileRecord
+    from searchengine.store.store import Store
+
+
+@dataclass
+class Redo:
+    """What to make again for one file."""
+
+    spaces: set[str] = field(default_factory=set)  # spaces whose vectors are stale
+    speech: bool = False  # the speech setting changed
+
+
+Transcribe = Callable[[Decoded, "IndexSummary"], list[Segment]]
+
+
+class Reembedder:
+    """Applies `Redo`s; the caller holds the writer lock."""
+
+    def __init__(
+        self,
+        store: Store,
+        models: ModelRegistry,
+        config: IndexConfig,
+        transcribe: Transcribe,
+    ) -> None:
+        self.catalog = store.catalog
+        self.models = models
+        self.config = config
+        self.transcribe = transcribe
+
+    def run(self, work: dict[int, Redo], summary: IndexSummary, report: Callable) -> int:
+        """Redo each file; returns how many were updated. A file that cannot be redone now
+        (model missing, decode error) keeps its old segments and is retried next run."""
+        records = self.catalog.files_by_id(work)
+        done = 0
+        for i, (fid, redo) in enumerate(work.items()):
+            rec = records.get(fid)
+            if rec is None:
+                continue
+            report("embed", i, len(work), rec.path)
+            try:
+                if self._redo(rec, redo, summary):
+                    done += 1
+            except ModelUnavailable as exc:
+                summary.note(str(exc))
+            except Exception as exc:  # one file's trouble is that file's, not the run's
+                summary.note(f"kept the old vectors of {rec.path}: {type(exc).__name__}: {exc}")
+        report("embed", len(work), len(work), "")
+        return done
+
+    def _redo(self, rec: FileRecord, redo: Redo, summary: IndexSummary) -> bool:
+        speech_on = self.config.models.get("speech", "off") != "off"
+        decode_for = {s for s in redo.spaces if s != "text"}
+        new: list[Segment] = []
+        meta: dict[str, str] = {}
+        if decode_for or (redo.speech and speech_on):
+            decoded = decode_file(rec.path, self.config)
+            parts = [decoded.segments] + list(decoded.stream or ())
+            new += [s for part in parts for s in part if s.space in decode_for]
+            if redo.speech:
+                new += self.transcribe(decoded, summary)
+                meta["speech"] = decoded.meta.get("speech", self.config.models.get("speech"))
+        elif redo.speech:
+            meta["speech"] = "off"
+        stored = self.catalog.file_segments(rec.id)
+        drop = [
+            row
+            for row in stored
+            if row.space in decode_for
+            or (redo.speech and row.kind == "speech")
+            or ("text" in redo.spaces and row.space == "text")
+        ]
+        if "text" in redo.spaces:  # re-embed kept passages and lines from their stored text
+            new += [
+                Segment(space="text", kind=r.kind, start=r.start, end=r.end, text=r.text)
+                for r in drop
+                if r.space == "text" and r.text and not (redo.speech and r.kind == "speech")
+            ]
+        for seg in new:
+            if seg.space == "text" and seg.payload is None:
+                seg.payload = seg.text
+        vectors = self._embed(new)
+        models = {s: self.config.model_key(s) for s in ("text", "clip", "clap")}
+        with self.catalog.transaction() as conn:
+            self.catalog.replace_segments(
+                conn, rec.id, [r.id for r in drop], new, vectors, models, meta
+            )
+        return True
+
+    def _embed(self, segs: list[Segment]) -> list[np.ndarray | None]:
+        out: list[np.ndarray | None] = [None] * len(segs)
+        by_space: dict[str, list[int]] = {}
+        for i, seg in enumerate(segs):
+            by_space.setdefault(seg.space, []).append(i)
+        for space, idx in by_space.items():
+            rows = self.models.encoder(space).embed_items([segs[i].payload for i in idx])
+            for i, row in zip(idx, rows, strict=True):
+                out[i] = row
+        for seg in segs:
+            seg.payload = None
+        return out
