@@ -18,7 +18,8 @@ import numpy as np
 
 @dataclass(frozen=True, eq=False)
 class Allowed:
-    """The ids a search may return, checked inside FAISS so a filter never costs recall.
+    """The ids a search may return, checked inside FAISS while scanning, so a filter does not
+    shrink the result list the way filtering the top k afterwards would.
 
     Either an explicit id array (small sets; faiss IDSelectorBatch) or a bitmap over ids
     (bit i of byte i >> 3, little bit order; faiss IDSelectorBitmap), cheap for large sets.
