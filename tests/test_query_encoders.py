@@ -18,7 +18,7 @@ import pytest
 from searchengine.config import IndexConfig
 from searchengine.encoders import export
 from searchengine.encoders.base import Resolved
-from searchengine.encoders.onnx_query import OnnxQueryEncoder
+from searchengine.encoders.onnx_query import FORMAT, OnnxQueryEncoder
 from searchengine.encoders.query_cache import QueryCache
 from searchengine.encoders.registry import SPACES, ModelRegistry
 from searchengine.errors import ModelUnavailable
@@ -60,19 +60,14 @@ def test_every_space_exports_once_then_is_cached(exported):
     assert results == {space: "exported" for space in SPACES}
     for space in SPACES:
         folder = export_folder(cache, space)
-        assert {p.name for p in folder.iterdir()} == {
-            "model.onnx",
-            "model.onnx.data",
-            "tokenizer.json",
-            "query.json",
-        }
-        assert set(json.loads((folder / "query.json").read_text())["files"]) == {
-            "model.onnx",
-            "model.onnx.data",
-            "tokenizer.json",
-        }
+        graphs = {"model.onnx", "model-16.onnx", "model-32.onnx"} if space == "clip" else set()
+        files = {"model.onnx", "model.onnx.data", "tokenizer.json"} | graphs
+        assert {p.name for p in folder.iterdir()} == files | {"query.json"}
         meta = json.loads((folder / "query.json").read_text())
+        assert set(meta["files"]) == files
         assert meta["space"] == space and folder.name == f"{space}-{meta['identity'][:24]}"
+        assert meta["format"] == FORMAT and meta["refused"] == {}
+        assert meta["lengths"] == ([16, 32] if space == "clip" else [])
     assert not list(cache.glob(".*.tmp"))  # no staging folder left behind
     started = time.perf_counter()
     again = ModelRegistry(config, cache).export_query_encoders()
@@ -116,6 +111,163 @@ def test_clip_tokenizer_gives_open_clip_token_ids(exported):
     queries = list(export.QUERY_SET)
     expected = open_clip.get_tokenizer("tiny-clip")(queries).numpy()
     np.testing.assert_array_equal(lean.tokenize(queries)["input_ids"], expected)
+
+
+def token_count(lean: OnnxQueryEncoder, text: str) -> int:
+    return int(lean.encode([text])[1][0])
+
+
+def test_clip_queries_run_on_the_smallest_graph_that_holds_them(exported):
+    config, cache, _ = exported
+    folder = export_folder(cache, "clip")
+    lean = OnnxQueryEncoder(folder)
+    assert lean.lengths == [16, 32, 77]
+    assert set(lean._sessions) == {16}  # the others open when a query first needs them
+    full = ModelRegistry(config).encoder("clip")
+    # FOX words are one token each; SOT and EOT make two more. 76 words are cut to 77.
+    for words, tokens, graph in [(1, 3, 16), (14, 16, 16), (15, 17, 32), (30, 32, 32)] + [
+        (31, 33, 77),
+        (75, 77, 77),
+        (76, 77, 77),
+    ]:
+        query = " ".join(export.FOX[:words])
+        assert token_count(lean, query) == tokens and lean.graph_length(tokens) == graph
+        assert words == 1 or query in export.QUERY_SET  # checked on each side of each edge
+        row = lean.embed_queries([query])
+        assert float(row[0] @ full.embed_queries([query])[0]) >= export.MIN_COSINE, words
+    assert set(lean._sessions) == {16, 32, 77}
+    # QUERY_SET has real text for every graph, so each was checked on more than edge cases
+    counts = [token_count(lean, q) for q in export.QUERY_SET if q.split()[0] != "the"]
+    assert {lean.graph_length(n) for n in counts} == {16, 32, 77}
+    assert max(counts) == 77 and any(16 < n <= 32 for n in counts)
+
+
+def test_every_clip_graph_gives_the_full_models_rows_for_what_fits(exported):
+    config, cache, _ = exported
+    lean = OnnxQueryEncoder(export_folder(cache, "clip"))
+    full = ModelRegistry(config).encoder("clip")
+    queries = list(export.QUERY_SET)
+    reference = full.embed_queries(queries)
+    counts = [token_count(lean, q) for q in queries]
+    for length in lean.lengths:
+        fits = [i for i, n in enumerate(counts) if n <= length]
+        rows = lean.embed_with(length, [queries[i] for i in fits])
+        assert np.sum(rows * reference[fits], axis=1).min() >= export.MIN_COSINE, length
+    longer = next(q for q, n in zip(queries, counts, strict=True) if n > 16)
+    with pytest.raises(ValueError, match="does not fit in 16"):
+        lean.embed_with(16, [longer])
+    # mixed lengths in one call come back in order, each from its own graph
+    mixed = [queries[i] for i in np.argsort(counts)[::-1]]
+    np.testing.assert_allclose(
+        lean.embed_queries(mixed), full.embed_queries(mixed), atol=2e-3, rtol=0
+    )
+
+
+def test_clip_graphs_share_one_weights_file(exported):
+    import onnx
+
+    _, cache, _ = exported
+    folder = export_folder(cache, "clip")
+    referenced: dict[str, set[tuple[int, int]]] = {}
+    for name in ("model.onnx", "model-16.onnx", "model-32.onnx"):
+        graph = onnx.load(str(folder / name), load_external_data=False).graph
+        spans = set()
+        for tensor in export._tensors(graph):
+            if tensor.data_location == onnx.TensorProto.EXTERNAL:
+                info = {e.key: e.value for e in tensor.external_data}
+                assert info["location"] == "model.onnx.data"
+                assert int(info["offset"]) % export.WEIGHT_ALIGN == 0
+                spans.add((int(info["offset"]), int(info["length"])))
+        referenced[name] = spans
+    whole = sum(n for _, n in referenced["model.onnx"])
+    shared = referenced["model.onnx"] & referenced["model-16.onnx"] & referenced["model-32.onnx"]
+    assert sum(n for _, n in shared) > 0.95 * whole  # the token embedding, every layer
+    # Each graph alone would need its own copy: stored once, plus padding and a few constants.
+    assert (folder / "model.onnx.data").stat().st_size < 1.1 * whole
+
+
+def test_prefix_tower_matches_encode_text_for_both_open_clip_layouts(test_models):
+    import open_clip
+    import torch
+
+    cfg = json.loads(Path(test_models["clip_config"]).read_text())
+    torch.manual_seed(0)
+    models = {
+        "CLIP": open_clip.CLIP(**cfg).eval(),
+        "CustomTextCLIP": open_clip.CustomTextCLIP(**cfg).eval(),
+        "eos pooling": open_clip.CustomTextCLIP(
+            **{**cfg, "text_cfg": {**cfg["text_cfg"], "pool_type": "eos", "eos_id": 49407}}
+        ).eval(),
+    }
+    tokens = open_clip.get_tokenizer("ViT-B-32")(["a dog", " ".join(export.FOX[:14])])
+    for name, model in models.items():
+        with torch.no_grad():
+            want = model.encode_text(tokens)
+            for length in (16, 32):
+                got = export._clip_prefix_tower(model, length)(tokens[:, :length])
+                torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-4, msg=name)
+    refused = {
+        "class token": {"embed_cls": True},
+        "no causal mask": {"no_causal_mask": True},
+        "pools 'last'": {"pool_type": "last"},
+    }
+    for reason, change in refused.items():
+        model = open_clip.CustomTextCLIP(**{**cfg, "text_cfg": {**cfg["text_cfg"], **change}})
+        with pytest.raises(export.Unhandled, match=reason.split()[-1]):
+            export._clip_prefix_tower(model, 16)
+    with pytest.raises(export.Unhandled, match="exceed the context"):
+        export._clip_prefix_tower(models["CLIP"], 78)
+
+
+def test_a_clip_graph_that_does_not_match_is_left_out(test_models, tmp_path, monkeypatch):
+    config = tiny_config(test_models)
+    cache = tmp_path / "query-models"
+    cut = export._clip_prefix_tower
+
+    def wrong_at_32(model, length):
+        import torch
+
+        tower = cut(model, length)
+        if length != 32:
+            return tower
+
+        class Shifted(torch.nn.Module):  # positions off by one: a plausible slicing bug
+            def __init__(self) -> None:
+                super().__init__()
+                self.tower = tower
+
+            def forward(self, ids):
+                return self.tower(torch.roll(ids, 1, dims=1))
+
+        return Shifted().eval()
+
+    monkeypatch.setattr(export, "_clip_prefix_tower", wrong_at_32)
+    assert ModelRegistry(config, cache).export_query_encoders(["clip"]) == {"clip": "exported"}
+    folder = export_folder(cache, "clip")
+    meta = json.loads((folder / "query.json").read_text())
+    assert meta["lengths"] == [16] and list(meta["refused"]) == ["32"]
+    assert "cosine" in meta["refused"]["32"] and "32 tokens" in meta["refused"]["32"]
+    assert not (folder / "model-32.onnx").exists() and "model-32.onnx" not in meta["files"]
+    lean = ModelRegistry(config, cache).query_encoder("clip")
+    assert isinstance(lean, OnnxQueryEncoder) and lean.lengths == [16, 77]
+    query = " ".join(export.FOX[:20])  # 22 tokens: now on the whole-context graph
+    full = ModelRegistry(config).encoder("clip").embed_queries([query])
+    assert float(lean.embed_queries([query])[0] @ full[0]) >= export.MIN_COSINE
+
+
+def test_an_unhandled_clip_layout_keeps_the_whole_context_graph(test_models, tmp_path, monkeypatch):
+    def unhandled(model):
+        raise export.Unhandled("text tower HFTextEncoder is not handled")
+
+    monkeypatch.setattr(export, "_text_parts", unhandled)
+    config = tiny_config(test_models)
+    cache = tmp_path / "query-models"
+    assert ModelRegistry(config, cache).export_query_encoders(["clip"]) == {"clip": "exported"}
+    meta = json.loads((export_folder(cache, "clip") / "query.json").read_text())
+    assert meta["lengths"] == [] and set(meta["refused"]) == {"16", "32"}
+    assert "HFTextEncoder" in meta["refused"]["16"]
+    lean = ModelRegistry(config, cache).query_encoder("clip")
+    assert isinstance(lean, OnnxQueryEncoder) and lean.lengths == [77]
 
 
 def test_open_clip_cleaning_is_reproduced_with_and_without_ftfy():
@@ -167,6 +319,40 @@ def test_damaged_export_falls_back_to_the_full_model(exported, tmp_path, damage)
     assert encoder.embed_queries(["still answers"]).shape == (1, 384)
 
 
+@pytest.mark.parametrize("damage", ["short graph", "shared weights", "lengths", "no graph"])
+def test_damaged_clip_graphs_fall_back_to_the_full_model(exported, tmp_path, damage):
+    from searchengine.encoders.identity import sha256_file
+
+    config, _, _ = exported
+    cache = copy_cache(exported, tmp_path)
+    folder = export_folder(cache, "clip")
+    meta = json.loads((folder / "query.json").read_text())
+    if damage == "short graph":
+        (folder / "model-32.onnx").write_bytes(b"junk")
+    elif damage == "shared weights":
+        with open(folder / "model.onnx.data", "r+b") as handle:
+            handle.seek(5000)
+            handle.write(b"\xff" * 8)
+    elif damage == "lengths":  # a graph as long as the context would shadow model.onnx
+        meta["lengths"] = [16, 77]
+    else:  # a length listed without its graph (files re-hashed: only the listing is wrong)
+        (folder / "model-32.onnx").unlink()
+        del meta["files"]["model-32.onnx"]
+    (folder / "query.json").write_text(json.dumps(meta))
+    if damage != "no graph":
+        assert ModelRegistry(config, cache).query_export("clip") is None
+        assert not isinstance(ModelRegistry(config, cache).query_encoder("clip"), OnnxQueryEncoder)
+        return
+    meta["files"] = {name: sha256_file(folder / name) for name in meta["files"]}
+    (folder / "query.json").write_text(json.dumps(meta))
+    lean = OnnxQueryEncoder(folder)  # opens the 16-token graph only
+    query = " ".join(export.FOX[:20])  # 22 tokens: the 32-token graph, missing
+    row = lean.embed_queries([query])
+    assert lean.lengths == [16, 77]  # served by the whole-context graph from now on
+    full = ModelRegistry(config).encoder("clip").embed_queries([query])
+    assert float(row[0] @ full[0]) >= export.MIN_COSINE
+
+
 def test_export_that_fails_to_load_falls_back(exported, monkeypatch):
     # Valid-looking files whose hashes match, yet ONNX Runtime refuses them.
     from searchengine.encoders import registry as registry_module
@@ -215,8 +401,37 @@ def test_export_of_the_previous_format_serves_queries_until_replaced(exported, t
     cosines = np.sum(lean.embed_queries(queries) * full.embed_queries(queries), axis=1)
     assert cosines.min() >= export.MIN_COSINE
     assert ModelRegistry(config, cache).export_query_encoders(["text"]) == {"text": "exported"}
-    assert json.loads((folder / "query.json").read_text())["format"] == 2
+    assert json.loads((folder / "query.json").read_text())["format"] == FORMAT
     assert (folder / "model.onnx.data").is_file()
+
+
+def test_clip_export_of_format_2_serves_queries_on_its_one_graph(exported, tmp_path):
+    from searchengine.encoders.identity import sha256_file
+
+    config, _, _ = exported
+    cache = copy_cache(exported, tmp_path)
+    folder = export_folder(cache, "clip")
+    # Format 2: model.onnx alone (its weights file holds the shorter graphs' few extra tensors,
+    # which it does not reference), every query padded to the whole context.
+    for name in ("model-16.onnx", "model-32.onnx"):
+        (folder / name).unlink()
+    meta = json.loads((folder / "query.json").read_text())
+    for key in ("lengths", "refused"):
+        del meta[key]
+    meta["format"] = 2
+    meta["files"] = {
+        n: sha256_file(folder / n) for n in ("model.onnx", "model.onnx.data", "tokenizer.json")
+    }
+    (folder / "query.json").write_text(json.dumps(meta))
+    lean = ModelRegistry(config, cache).query_encoder("clip")
+    assert isinstance(lean, OnnxQueryEncoder) and lean.meta.format == 2
+    assert lean.lengths == [77]
+    full = ModelRegistry(config).encoder("clip")
+    queries = list(export.QUERY_SET)
+    cosines = np.sum(lean.embed_queries(queries) * full.embed_queries(queries), axis=1)
+    assert cosines.min() >= export.MIN_COSINE
+    assert ModelRegistry(config, cache).export_query_encoders(["clip"]) == {"clip": "exported"}
+    assert json.loads((folder / "query.json").read_text())["lengths"] == [16, 32]
 
 
 def test_a_copied_index_finds_its_exports_without_hashing_them(exported, tmp_path, monkeypatch):
@@ -308,7 +523,7 @@ def test_failed_export_leaves_nothing_and_is_retried(test_models, tmp_path, monk
     stale.mkdir()
     os.utime(stale, (1, 1))
 
-    def disk_full(prepared, path: Path) -> None:
+    def disk_full(prepared, path: Path, length=None) -> None:
         path.write_bytes(b"half a model")
         raise OSError(28, "No space left on device")
 

@@ -7,21 +7,28 @@ the layout of one export folder:
 
     model.onnx       the query tower's graph, inputs named in query.json, output (batch, dim),
                      already optimised (ONNX Runtime's basic level: standard ONNX ops only)
-    model.onnx.data  its weights, outside the graph: ONNX Runtime maps them into memory
-                     instead of parsing and copying them out of a protobuf
+    model-<L>.onnx   for fixed-length towers (CLIP): the same tower traced for L tokens, one
+                     per length in query.json's `lengths`; a query whose tokens (up to and
+                     including EOT) fit in L runs on the smallest such graph, padded to L
+    model.onnx.data  the weights of every graph above, each tensor stored once, outside the
+                     graphs: ONNX Runtime maps them into memory instead of copying them out of
+                     a protobuf
     tokenizer.json   a `tokenizers` tokenizer, truncation and padding set
     query.json       what the runtime needs (see `ExportMeta`)
 
 Opening a session is what a cold query pays for; `session_options` keeps it to graph loading
-(ms) rather than optimisation, weight copies and pre-packing (150 ms for MiniLM).
+(ms) rather than optimisation, weight copies and pre-packing (150 ms for MiniLM). Of several
+graphs only the smallest is opened at once, the others when a query first needs them.
 """
 
 from __future__ import annotations
 
 import html
 import json
+import logging
 import os
 import re
+import threading
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,11 +37,17 @@ import numpy as np
 
 from searchengine.encoders.base import normalise
 
-FORMAT = 2
-"""Bump when the export layout or its meaning changes. 2: optimised graph, external weights."""
-READABLE_FORMATS = (1, 2)
+log = logging.getLogger(__name__)
+
+FORMAT = 3
+"""Bump when the export layout or its meaning changes. 2: optimised graph, external weights.
+3: shorter fixed-length graphs beside model.onnx (`lengths`), sharing one weights file."""
+READABLE_FORMATS = (1, 2, 3)
 """Formats queries still run until the next index run replaces them with a `FORMAT` export
-(1: the graph as torch wrote it, weights inside; optimised at each load, slower to open)."""
+(1: the graph as torch wrote it, weights inside; optimised at each load, slower to open;
+2: one graph, every CLIP query padded to the whole context)."""
+OPTIMISED_SINCE = 2
+"""Exports from this format on hold graphs optimised offline; older ones are optimised at load."""
 MODEL_FILE = "model.onnx"
 WEIGHTS_FILE = "model.onnx.data"
 TOKENIZER_FILE = "tokenizer.json"
@@ -55,6 +68,8 @@ class ExportMeta:
     pad_id: int
     pad_token: str
     fixed_length: bool = False  # pad every query to max_length (CLIP's context length)
+    lengths: list[int] = field(default_factory=list)  # shorter fixed graphs, ascending
+    refused: dict[str, str] = field(default_factory=dict)  # shorter graphs left out, and why
     clean: str = "none"  # "none", "strip", "open_clip:lower", "open_clip:whitespace"
     prefix: str = ""  # a prompt prepended to every query (sentence-transformers prompts)
     files: dict[str, str] = field(default_factory=dict)  # file name -> sha256 (written last)
@@ -68,7 +83,21 @@ class ExportMeta:
         raw = json.loads((folder / META_FILE).read_text(encoding="utf-8"))
         if raw.get("format") not in READABLE_FORMATS:
             raise ValueError(f"export format {raw.get('format')} is not one of {READABLE_FORMATS}")
-        return cls(**raw)
+        meta = cls(**raw)
+        if meta.lengths and (
+            not meta.fixed_length
+            or meta.lengths != sorted(set(meta.lengths))
+            or not 0 < meta.lengths[0] <= meta.lengths[-1] < meta.max_length
+        ):
+            raise ValueError(
+                f"graph lengths {meta.lengths} do not fit max_length {meta.max_length}"
+            )
+        return meta
+
+
+def graph_file(length: int | None) -> str:
+    """The graph for queries of at most `length` tokens; None: the whole context's."""
+    return MODEL_FILE if length is None else f"model-{length}.onnx"
 
 
 PLAIN_TEXT = re.compile(r"[\x20-\x25\x27-\x7e\t\n\r]*")
@@ -148,22 +177,52 @@ class OnnxQueryEncoder:
     """Embeds text queries with an exported query tower; the same rows as the full model."""
 
     def __init__(self, folder: Path) -> None:
-        import onnxruntime as ort
-
         self.folder = Path(folder)
         self.meta = ExportMeta.load(self.folder)
         self.space = self.meta.space
         self.dim = int(self.meta.dim)
         self.tokenizer = load_tokenizer(self.folder, self.meta)
-        self.session = ort.InferenceSession(
-            str(self.folder / MODEL_FILE),
-            sess_options=session_options(optimise=self.meta.format < FORMAT),
-            providers=["CPUExecutionProvider"],
-        )
-        self._output = self.session.get_outputs()[0].name
+        self.lengths: list[int] = [*self.meta.lengths, self.meta.max_length]
+        """Token lengths of the graphs, ascending; the last one is model.onnx's."""
+        self._sessions: dict[int, Any] = {}
+        self._lock = threading.Lock()
+        self._open(self.lengths[0])  # a broken export fails here, where callers expect it
 
-    def tokenize(self, texts: list[str]) -> dict[str, np.ndarray]:
-        """Queries -> the ONNX inputs (int64 arrays of shape (batch, tokens))."""
+    def session(self, length: int) -> Any:
+        """The ONNX Runtime session of the graph for `length` tokens, opened on first use."""
+        with self._lock:
+            if length not in self._sessions:
+                import onnxruntime as ort
+
+                if length not in self.lengths:
+                    raise ValueError(f"no graph for {length} tokens in {self.folder}")
+                name = graph_file(None if length == self.meta.max_length else length)
+                self._sessions[length] = ort.InferenceSession(
+                    str(self.folder / name),
+                    sess_options=session_options(optimise=self.meta.format < OPTIMISED_SINCE),
+                    providers=["CPUExecutionProvider"],
+                )
+            return self._sessions[length]
+
+    def _open(self, length: int) -> int:
+        """The graph for queries of `length` tokens opened, or if a shorter graph cannot be
+        opened the next one that can (queries then cost more, never fail); its length."""
+        while True:
+            try:
+                self.session(length)
+                return length
+            except Exception as exc:
+                if length == self.meta.max_length:
+                    raise
+                log.warning(
+                    "%s: the %d-token query graph is unusable (%s)", self.folder, length, exc
+                )
+                with self._lock:  # a new list: other threads may be routing on the old one
+                    self.lengths = [n for n in self.lengths if n != length]
+                length = self.graph_length(length)
+
+    def encode(self, texts: list[str]) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        """The ONNX inputs for the whole context, and each query's token count."""
         meta = self.meta
         prepared = [meta.prefix + clean_text(str(t), meta.clean) for t in texts]
         encodings = self.tokenizer.encode_batch(prepared)
@@ -172,16 +231,45 @@ class OnnxQueryEncoder:
             "attention_mask": [e.attention_mask for e in encodings],
             "token_type_ids": [e.type_ids for e in encodings],
         }
-        return {name: np.asarray(columns[name], dtype=np.int64) for name in meta.inputs}
+        counts = np.asarray([sum(e.attention_mask) for e in encodings], dtype=np.int64)
+        feeds = {name: np.asarray(columns[name], dtype=np.int64) for name in meta.inputs}
+        return feeds, counts
+
+    def tokenize(self, texts: list[str]) -> dict[str, np.ndarray]:
+        """Queries -> the inputs of model.onnx (int64 arrays of shape (batch, tokens))."""
+        return self.encode(texts)[0]
+
+    def graph_length(self, tokens: int) -> int:
+        """The smallest graph that holds a query of `tokens` tokens (EOT included)."""
+        return next((n for n in self.lengths if tokens <= n), self.lengths[-1])
+
+    def _run(self, length: int, feeds: dict[str, np.ndarray]) -> np.ndarray:
+        if length != self.meta.max_length:  # the padding beyond `length` is not looked at
+            feeds = {name: np.ascontiguousarray(a[:, :length]) for name, a in feeds.items()}
+        session = self.session(length)
+        return session.run([session.get_outputs()[0].name], feeds)[0]
 
     def embed_queries(self, texts: list[str]) -> np.ndarray:
+        """Each query on the smallest graph that holds its tokens (one run per graph used)."""
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        for start in range(0, len(texts), BATCH):
+            feeds, counts = self.encode(list(texts[start : start + BATCH]))
+            chosen = np.asarray([self.graph_length(int(n)) for n in counts])
+            for length in np.unique(chosen):
+                rows = np.flatnonzero(chosen == length)
+                part = {name: a[rows] for name, a in feeds.items()}
+                out[start + rows] = self._run(self._open(int(length)), part)
+        return normalise(out)
+
+    def embed_with(self, length: int, texts: list[str]) -> np.ndarray:
+        """Queries on the graph for `length` tokens, each of which must fit in it (how the
+        export is checked graph by graph)."""
+        feeds, counts = self.encode(list(texts))
+        if len(texts) and int(counts.max()) > length:
+            raise ValueError(f"a query of {int(counts.max())} tokens does not fit in {length}")
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
-        rows = [
-            self.session.run([self._output], self.tokenize(list(texts[start : start + BATCH])))[0]
-            for start in range(0, len(texts), BATCH)
-        ]
-        return normalise(np.concatenate(rows))
+        return normalise(self._run(length, feeds))
 
     def embed_items(self, payloads: list[Any]) -> np.ndarray:
         raise NotImplementedError(
