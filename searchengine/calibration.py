@@ -115,7 +115,7 @@ def refresh(store: Store, models: ModelRegistry, config: IndexConfig) -> None:
     fits = load(store.dir)
     changed = False
     for space in SPACES:
-        count = store.catalog.count_vectors(space)
+        count = len(store.cache(space))  # caught up by the sync before this
         model = config.model_key(space)
         old = fits.get(space)
         if count < MIN_VECTORS:

@@ -199,7 +199,7 @@ class Indexer:
                 self.journal = None
         self.store.sync(SPACES)
         calibration.refresh(self.store, self.models, self.config)
-        self.models.export_query_encoders()
+        self._export_query_encoders()
         summary.seconds = time.monotonic() - started
         return summary
 
@@ -208,8 +208,12 @@ class Indexer:
         found (whole), and ones whose vectors came from a model the config no longer names
         or whose speech setting changed (only that part, see reembed.py)."""
         full: set[int] = set()
-        found = {space: self._resolvable(space) for space in SPACES}  # once, not per file
-        for fid, waiting in self.catalog.pending_waiting().items():
+        pending = self.catalog.pending_waiting()
+        waited = {s for spaces in pending.values() for s in spaces}
+        # resolving a space may import its model library (open_clip brings torch): only
+        # for spaces that pending files wait for, once each
+        found = {space: self._resolvable(space) for space in waited}
+        for fid, waiting in pending.items():
             if not waiting or any(found.get(s, False) for s in waiting):
                 full.add(fid)
         partial: dict[int, Redo] = {}
@@ -221,6 +225,15 @@ class Indexer:
         ):
             partial.setdefault(fid, Redo()).speech = True
         return full, {fid: r for fid, r in partial.items() if fid not in full}
+
+    def _export_query_encoders(self) -> None:
+        """Light query encoders for the spaces that hold vectors and have none yet (a check
+        that needs no model library when the export is there)."""
+        wanted = [
+            s for s in SPACES if len(self.store.cache(s)) and self.models.query_export(s) is None
+        ]
+        if wanted:
+            self.models.export_query_encoders(wanted)
 
     def _resolvable(self, space: str) -> bool:
         try:

@@ -37,6 +37,8 @@ class Redo:
 
 
 Transcribe = Callable[[Decoded, "IndexSummary"], list[Segment]]
+BATCH = 32
+"""Files whose new segments are embedded together (one model call per space)."""
 
 
 class Reembedder:
@@ -55,26 +57,38 @@ class Reembedder:
         self.transcribe = transcribe
 
     def run(self, work: dict[int, Redo], summary: IndexSummary, report: Callable) -> int:
-        """Redo each file; returns how many were updated. A file that cannot be redone now
-        (model missing, decode error) keeps its old segments and is retried next run."""
+        """Redo each file, embedding BATCH files per model call; returns how many were
+        updated. A file that cannot be redone now (model missing, decode error) keeps its
+        old segments and is retried next run."""
         records = self.catalog.files_by_id(work)
+        items = [(records[f], r) for f, r in work.items() if f in records]
         done = 0
-        for i, (fid, redo) in enumerate(work.items()):
-            rec = records.get(fid)
-            if rec is None:
-                continue
-            report("embed", i, len(work), rec.path)
+        for start in range(0, len(items), BATCH):
+            report("embed", start, len(items), items[start][0].path)
+            plans = []
+            for rec, redo in items[start : start + BATCH]:
+                try:
+                    plans.append(self._plan(rec, redo, summary))
+                except Exception as exc:  # one file's trouble is that file's, not the run's
+                    summary.note(f"kept the old vectors of {rec.path}: {type(exc).__name__}: {exc}")
             try:
-                if self._redo(rec, redo, summary):
-                    done += 1
+                vectors = self._embed([seg for plan in plans for seg in plan.new])
             except ModelUnavailable as exc:
                 summary.note(str(exc))
-            except Exception as exc:  # one file's trouble is that file's, not the run's
-                summary.note(f"kept the old vectors of {rec.path}: {type(exc).__name__}: {exc}")
-        report("embed", len(work), len(work), "")
+                continue
+            models = {s: self.config.model_key(s) for s in ("text", "clip", "clap")}
+            with self.catalog.transaction() as conn:
+                for plan in plans:
+                    vecs, vectors = vectors[: len(plan.new)], vectors[len(plan.new) :]
+                    self.catalog.replace_segments(
+                        conn, plan.file_id, plan.drop, plan.new, vecs, models, plan.meta
+                    )
+                    done += 1
+        report("embed", len(items), len(items), "")
         return done
 
-    def _redo(self, rec: FileRecord, redo: Redo, summary: IndexSummary) -> bool:
+    def _plan(self, rec: FileRecord, redo: Redo, summary: IndexSummary) -> _Plan:
+        """Which stored segments go and which new ones (not yet embedded) replace them."""
         speech_on = self.config.models.get("speech", "off") != "off"
         decode_for = {s for s in redo.spaces if s != "text"}
         new: list[Segment] = []
@@ -88,10 +102,9 @@ class Reembedder:
                 meta["speech"] = decoded.meta.get("speech", self.config.models.get("speech"))
         elif redo.speech:
             meta["speech"] = "off"
-        stored = self.catalog.file_segments(rec.id)
         drop = [
             row
-            for row in stored
+            for row in self.catalog.file_segments(rec.id)
             if row.space in decode_for
             or (redo.speech and row.kind == "speech")
             or ("text" in redo.spaces and row.space == "text")
@@ -105,13 +118,7 @@ class Reembedder:
         for seg in new:
             if seg.space == "text" and seg.payload is None:
                 seg.payload = seg.text
-        vectors = self._embed(new)
-        models = {s: self.config.model_key(s) for s in ("text", "clip", "clap")}
-        with self.catalog.transaction() as conn:
-            self.catalog.replace_segments(
-                conn, rec.id, [r.id for r in drop], new, vectors, models, meta
-            )
-        return True
+        return _Plan(rec.id, [r.id for r in drop], new, meta)
 
     def _embed(self, segs: list[Segment]) -> list[np.ndarray | None]:
         out: list[np.ndarray | None] = [None] * len(segs)
@@ -125,3 +132,11 @@ class Reembedder:
         for seg in segs:
             seg.payload = None
         return out
+
+
+@dataclass
+class _Plan:
+    file_id: int
+    drop: list[int]
+    new: list[Segment]
+    meta: dict[str, str]

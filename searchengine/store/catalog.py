@@ -638,17 +638,15 @@ class Catalog:
         return out
 
     def stale_files(self, space: str, model: str) -> set[int]:
-        """Files holding vectors of `space` made by another model: they need re-embedding."""
+        """Files holding vectors of `space` made by another model: they need re-embedding.
+        Read from the whole-file vectors (one row per file, indexed by model), so a run over
+        an unchanged library does not scan every segment."""
         with self.engine.connect() as conn:
             return set(
                 conn.execute(
-                    select(segments.c.file_id)
-                    .where(
-                        segments.c.space == space,
-                        segments.c.vector.is_not(None),
-                        segments.c.model != model,
+                    select(file_vectors.c.file_id).where(
+                        file_vectors.c.space == space, file_vectors.c.model != model
                     )
-                    .distinct()
                 ).scalars()
             )
 

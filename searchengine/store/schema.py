@@ -56,6 +56,7 @@ TABLES = [
         vector BLOB NOT NULL,
         UNIQUE (file_id, space))""",
     "CREATE INDEX IF NOT EXISTS ix_file_vectors_space ON file_vectors(space, id)",
+    "CREATE INDEX IF NOT EXISTS ix_file_vectors_model ON file_vectors(space, model)",
     """CREATE TABLE IF NOT EXISTS tombstones (
         seq INTEGER PRIMARY KEY AUTOINCREMENT,
         level VARCHAR(8) NOT NULL,
@@ -184,4 +185,6 @@ def upgrade(conn: Connection) -> int:
         MIGRATIONS[v](conn)
         v += 1
         conn.execute(text(f"PRAGMA user_version = {v}"))
+    for stmt in TABLES + TRIGGERS:  # all "IF NOT EXISTS": indexes added within a version
+        conn.execute(text(stmt))
     return found

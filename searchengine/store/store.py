@@ -139,8 +139,11 @@ class VectorCache:
         threshold, IVF above; retrained as it grows; rebuilt when the model's vector size
         changed). Built beside the old one, which keeps answering until the new file
         replaces it."""
-        n = self.catalog.count_vectors(self.space, self.level)
         dim = self.catalog.newest_dim(self.space, self.level)
+        if self.index is not None and self.index.dim == dim:
+            n = len(self.index)  # caught up: it holds every vector of this size
+        else:
+            n = self.catalog.count_vectors(self.space, self.level)
         if n == 0 or dim is None:
             return False
         if self.index is not None and self.index.dim == dim:
@@ -172,10 +175,7 @@ class VectorCache:
     def save(self) -> None:
         if not self.dirty or self.index is None:
             return
-        from searchengine import faults
-
-        faults.point("vectors-written")
-        self.index.save(self.path, dict(self.state))
+        self.index.save(self.path, dict(self.state))  # crash point "vectors-written" inside
         self.signature = self._file_signature()
         self.dirty = False
 
@@ -299,7 +299,9 @@ class Store:
             sims = np.vstack([vecs[i] for i in good]) @ query
             return np.asarray(good, np.int64), sims.astype(np.float32), True
         allowed = self.catalog.allowed_ids(vc.space, filters, 1 << 62, vc.level)
-        ids, scores = vc.search(query, fetch, ann.Allowed.from_ids(allowed))
+        mask = np.zeros(int(allowed.max()) + 1, bool)
+        mask[allowed] = True  # a bitmap: no hash set of many ids to build per query
+        ids, scores = vc.search(query, fetch, ann.Allowed.from_mask(mask))
         return ids, scores, len(ids) < fetch
 
     def calibration(self, models: dict[str, str]) -> dict[str, tuple[float, float]]:
