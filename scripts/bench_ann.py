@@ -30,9 +30,9 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from searchengine.store.ann import build, choose, load  # noqa: E402
-from searchengine.store.ann.factory import bytes_per_vector  # noqa: E402
-from searchengine.store.ann.synthetic import clustered  # noqa: E402
+from searchengine.store.vectors import build, choose, load  # noqa: E402
+from searchengine.store.vectors.factory import bytes_per_vector  # noqa: E402
+from searchengine.store.vectors.synthetic import clustered  # noqa: E402
 
 K = 10
 
@@ -271,7 +271,7 @@ def main() -> None:
     if args.child:
         child(args)
         return
-    from searchengine.store.ann.factory import DEFAULT_EXACT_BELOW
+    from searchengine.store.vectors.factory import DEFAULT_EXACT_BELOW
 
     if args.exact_below is None:
         args.exact_below = DEFAULT_EXACT_BELOW

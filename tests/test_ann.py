@@ -1,4 +1,4 @@
-"""Vector indexes by size (searchengine.store.ann): both kinds behind one interface, filters
+"""Vector indexes by size (searchengine.store.vectors): both kinds behind one interface, filters
 inside the search, whole-file saves, the factory's choices, and IVF recall after re-scoring."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import faiss
 import numpy as np
 import pytest
 
-from searchengine.store.ann import (
+from searchengine.store.vectors import (
     Allowed,
     FlatIndex,
     IndexSpec,
@@ -24,8 +24,8 @@ from searchengine.store.ann import (
     load,
     needs_rebuild,
 )
-from searchengine.store.ann.factory import bytes_per_vector
-from searchengine.store.ann.synthetic import clustered
+from searchengine.store.vectors.factory import bytes_per_vector
+from searchengine.store.vectors.synthetic import clustered
 
 DIM = 32
 N = 3000
@@ -179,7 +179,7 @@ def test_a_crash_while_saving_keeps_the_previous_pair(data, tmp_path):
     make("flat", ids[:100], rows[:100]).save(path, {"max_id": 1})
     script = (
         "import numpy as np, sys\n"
-        "from searchengine.store.ann import build, choose\n"
+        "from searchengine.store.vectors import build, choose\n"
         "index = build(choose(10, 4), 4)\n"
         "index.add(np.arange(10), np.eye(10, 4, dtype='float32'))\n"
         "index.save(sys.argv[1], {'max_id': 2})\n"

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from searchengine.store import ann
+from searchengine.store import vectors as ann
 from searchengine.store.catalog import Catalog, OutdatedFormat
 from searchengine.store.schema import decode_vectors
 from searchengine.types import Filters

@@ -10,9 +10,9 @@ from __future__ import annotations
 import math
 from dataclasses import replace
 
-from searchengine.store.ann.base import IndexSpec, VectorIndex
-from searchengine.store.ann.flat import FlatIndex
-from searchengine.store.ann.ivf import IVFIndex
+from searchengine.store.vectors.base import IndexSpec, VectorIndex
+from searchengine.store.vectors.flat import FlatIndex
+from searchengine.store.vectors.ivf import IVFIndex
 
 DEFAULT_EXACT_BELOW = 100_000  # float16 scan of 100k x 384: ~2.5 ms idle, ~17 ms CPU when busy
 MIN_TRAIN_PER_LIST = 39  # FAISS k-means wants at least this many points per centroid

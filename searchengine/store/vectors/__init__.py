@@ -5,15 +5,15 @@ index = build(spec, dim); index.train(sample); index.add(ids, rows)
 index.save(path, state); index, state = load(path)
 """
 
-from searchengine.store.ann.base import Allowed, IndexSpec, VectorIndex, load
-from searchengine.store.ann.factory import (
+from searchengine.store.vectors.base import Allowed, IndexSpec, VectorIndex, load
+from searchengine.store.vectors.factory import (
     DEFAULT_EXACT_BELOW,
     build,
     choose,
     needs_rebuild,
 )
-from searchengine.store.ann.flat import FlatIndex
-from searchengine.store.ann.ivf import IVFIndex
+from searchengine.store.vectors.flat import FlatIndex
+from searchengine.store.vectors.ivf import IVFIndex
 
 __all__ = [
     "DEFAULT_EXACT_BELOW",

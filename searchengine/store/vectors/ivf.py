@@ -13,7 +13,7 @@ import math
 import faiss
 import numpy as np
 
-from searchengine.store.ann.base import Allowed, FaissIndex, IndexSpec
+from searchengine.store.vectors.base import Allowed, FaissIndex, IndexSpec
 
 KMEANS_ITERATIONS = 10  # FAISS's default 25 costs 2.5x the time; 10 gives bench_ann's recall
 

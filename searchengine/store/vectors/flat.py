@@ -10,7 +10,7 @@ from __future__ import annotations
 import faiss
 import numpy as np
 
-from searchengine.store.ann.base import Allowed, FaissIndex, IndexSpec
+from searchengine.store.vectors.base import Allowed, FaissIndex, IndexSpec
 
 
 class FlatIndex(FaissIndex):

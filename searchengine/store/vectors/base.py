@@ -225,7 +225,7 @@ class FaissIndex(VectorIndex):
     ) -> tuple[np.ndarray, np.ndarray]: ...
 
     def save(self, path: Path, state: dict[str, Any]) -> None:
-        from searchengine.store.ann import storage
+        from searchengine.store.vectors import storage
 
         header = {"kind": self.kind, "dim": self.dim, "spec": self.spec.to_dict(), "state": state}
         storage.write(Path(path), self._index, header)
@@ -237,7 +237,7 @@ def load(path: Path, mmap: bool = True) -> tuple[VectorIndex, dict[str, Any]] | 
     With mmap the codes stay in the page cache instead of the process heap where FAISS allows
     it; the first add or remove then copies them into memory.
     """
-    from searchengine.store.ann import storage
+    from searchengine.store.vectors import storage
 
     header = storage.read_header(Path(path))
     if header is None:
