@@ -105,8 +105,10 @@ def index(
         print_json(summary.to_json())
     else:
         _render_summary(summary)
+    grouped = {why for _, _, why in summary.problems}
     for note in summary.notes:
-        err().print(f"[yellow]note:[/yellow] {note}")
+        if json_out or note not in grouped:  # a pending file's reason is already on its line
+            err().print(f"[yellow]note:[/yellow] {note}")
 
 
 def _render_summary(s: IndexSummary) -> None:
@@ -127,6 +129,33 @@ def _render_summary(s: IndexSummary) -> None:
     out().print(", ".join(parts) + f" in {s.seconds:.1f}s")
     for old, new in s.moves[:20]:
         out().print(f"  moved {old} -> {new}")
+    for state in ("failed", "skipped", "pending"):
+        _print_groups(state, [(p, why) for st, p, why in s.problems if st == state])
+
+
+EXAMPLES = 3
+
+
+def group_by_reason(items: list[tuple[str, str]]) -> list[tuple[str, int, list[str]]]:
+    """(path, reason) pairs -> (reason, how many, the first few paths), commonest first, so
+    28 files waiting for one model read as one line, not 28."""
+    groups: dict[str, list[str]] = {}
+    for path, why in items:
+        groups.setdefault(why, []).append(path)
+    ranked = sorted(groups.items(), key=lambda kv: -len(kv[1]))  # stable: first seen first
+    return [(why, len(paths), paths[:EXAMPLES]) for why, paths in ranked]
+
+
+def _print_groups(state: str, items: list[tuple[str, str]]) -> None:
+    """One line per reason: the state, a count, a few example paths, then the reason."""
+    for why, count, examples in group_by_reason(items):
+        why = why or "no reason given"
+        if count == 1:
+            line = f"{state}: 1 file ({examples[0]}): {why}"
+        else:
+            more = f", +{count - len(examples)} more" if count > len(examples) else ""
+            line = f"{state}: {count} files (e.g. {', '.join(examples)}{more}): {why}"
+        out().print(line, markup=False, highlight=False, soft_wrap=True)
 
 
 AfterOpt = Annotated[
@@ -303,8 +332,7 @@ def status(index: IndexOpt = None, json_out: JsonOpt = False) -> None:
         if not sp["available"]:
             out().print(f"      {sp['weights']}", markup=False)
     for key in ("failed", "skipped", "pending"):
-        for item in info[key][:50]:
-            out().print(f"{key}: {item['path']}: {item['reason']}", markup=False)
+        _print_groups(key, [(item["path"], item["reason"] or "") for item in info[key]])
     away: dict[tuple[str, str], int] = {}
     for item in info.get("unreachable", []):
         away[(item["at"], item["reason"])] = away.get((item["at"], item["reason"]), 0) + 1

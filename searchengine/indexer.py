@@ -87,6 +87,8 @@ class IndexSummary:
     moves: list[tuple[str, str]] = field(default_factory=list)
     unreachable_paths: list[tuple[str, str, int]] = field(default_factory=list)
     """(path that could not be read, why, indexed files kept under it)."""
+    problems: list[tuple[str, str, str]] = field(default_factory=list)
+    """(state, path, reason) of every file this run left failed, skipped or pending."""
 
     def note(self, line: str) -> None:
         """Add a hint once, however many files hit it."""
@@ -100,6 +102,7 @@ class IndexSummary:
         out["unreachable_paths"] = [
             {"path": p, "reason": why, "files": n} for p, why, n in self.unreachable_paths
         ]
+        out["problems"] = [{"state": st, "path": p, "reason": why} for st, p, why in self.problems]
         return out
 
 
@@ -495,6 +498,8 @@ class Indexer:
                 vecs = work.vectors if stored else []
                 self.catalog.write_file(conn, record, segs, vecs, models)
                 faults.point("file-written")
+                if work.state in ("failed", "pending", "skipped"):
+                    summary.problems.append((work.state, record.path, work.reason or ""))
                 if work.state == "failed":
                     summary.failed += 1
                 elif work.state == "pending":
