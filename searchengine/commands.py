@@ -65,8 +65,19 @@ def index(
     prune: Annotated[
         bool, typer.Option("--prune", help="Forget files under given paths that are gone.")
     ] = False,
+    offline: Annotated[
+        bool,
+        typer.Option(
+            "--offline",
+            help="Never use the network: files whose model weights are missing stay pending "
+            "(default: missing default models download on first use). "
+            "Same as SEARCHENGINE_OFFLINE=1.",
+        ),
+    ] = False,
 ) -> None:
     """Index files and folders: new and changed files are embedded, moves followed."""
+    if offline:
+        os.environ["SEARCHENGINE_OFFLINE"] = "1"
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     models = {"clip": clip, "clap": clap, "text": text, "speech": speech}

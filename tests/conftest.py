@@ -93,8 +93,10 @@ def sample_dir() -> Path:
 
 @pytest.fixture(autouse=True)
 def no_downloads(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Tests never download, whatever the environment says."""
+    """Tests never download, whatever the environment says (a test that checks downloads
+    serves them from 127.0.0.1 and lifts this itself)."""
     monkeypatch.delenv("SEARCHENGINE_ALLOW_DOWNLOAD", raising=False)
+    monkeypatch.setenv("SEARCHENGINE_OFFLINE", "1")
 
 
 @pytest.fixture

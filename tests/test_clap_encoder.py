@@ -153,7 +153,7 @@ def test_default_model_without_cache_or_download_is_unavailable(empty_caches):
     message = str(caught.value)
     assert "laion/clap-htsat-unfused" in message
     assert "Hugging Face cache" in message and "download (off" in message
-    assert "SEARCHENGINE_ALLOW_DOWNLOAD=1" in message
+    assert "SEARCHENGINE_OFFLINE=1" in message
 
 
 def test_default_model_found_in_hugging_face_cache(empty_caches, test_models):

@@ -171,7 +171,7 @@ def test_default_model_without_cache_or_download_is_unavailable(empty_caches):
     assert "ViT-B-32" in message and "laion2b_s34b_b79k" in message
     assert "Hugging Face and open_clip caches" in message
     assert "download (off" in message
-    assert "--clip-pretrained" in message and "SEARCHENGINE_ALLOW_DOWNLOAD=1" in message
+    assert "--clip-pretrained" in message and "SEARCHENGINE_OFFLINE=1" in message
 
 
 def test_default_model_found_in_hugging_face_cache(empty_caches, test_models):

@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
+import importlib
 import os
+import socket
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
+from urllib.parse import urlsplit
 
 import numpy as np
 
 from searchengine.errors import ModelUnavailable
+
+T = TypeVar("T")
 
 
 class Encoder(Protocol):
@@ -53,22 +62,121 @@ class Attempts:
         )
 
 
+OFFLINE_HINT = "--offline or SEARCHENGINE_OFFLINE=1"
+PROBE_TIMEOUT_S = 3.0
+_TRUE = ("1", "true", "True", "yes", "on")
+_we_set_hub_offline = False  # HF_HUB_OFFLINE=1 in our environment is ours, not the user's
+_reachable: dict[str, bool] = {}  # endpoint -> answered a TCP connect, once per process
+
+
+def offline() -> bool:
+    """The user forbade the network: `--offline`, SEARCHENGINE_OFFLINE=1, or HF_HUB_OFFLINE=1
+    set before we ran."""
+    if os.environ.get("SEARCHENGINE_OFFLINE", "") in _TRUE:
+        return True
+    return not _we_set_hub_offline and os.environ.get("HF_HUB_OFFLINE", "") in _TRUE
+
+
 def downloads_allowed() -> bool:
-    """Downloads are opt-in: a local-first tool must never reach the network by surprise."""
-    return os.environ.get("SEARCHENGINE_ALLOW_DOWNLOAD", "") == "1" and os.environ.get(
-        "HF_HUB_OFFLINE", ""
-    ) not in ("1", "true", "True")
+    """Missing default weights download on first use unless the user said offline;
+    SEARCHENGINE_ALLOW_DOWNLOAD=1 forces them on over HF_HUB_OFFLINE (not over --offline)."""
+    if os.environ.get("SEARCHENGINE_OFFLINE", "") in _TRUE:
+        return False
+    return os.environ.get("SEARCHENGINE_ALLOW_DOWNLOAD", "") == "1" or not offline()
 
 
 def force_hub_offline() -> None:
-    """Stop huggingface_hub from contacting the hub unless downloads were asked for, and keep
-    library progress bars off our terminal (we draw our own)."""
-    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    """Libraries never reach the hub on their own (loading is always from local files); our
+    downloads lift this for their own call only (`hub_online`). Keep library output quiet."""
+    global _we_set_hub_offline
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+    # an unreachable or stalling hub costs seconds, not minutes
+    os.environ.setdefault("HF_HUB_ETAG_TIMEOUT", "5")
+    os.environ.setdefault("HF_HUB_DOWNLOAD_TIMEOUT", "10")
+    if os.environ.get("HF_HUB_OFFLINE", "") not in _TRUE:
+        _we_set_hub_offline = True
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    os.environ["TRANSFORMERS_OFFLINE"] = "1"
+    constants = sys.modules.get("huggingface_hub.constants")
+    if constants is not None:  # imported before us: its flags were read already
+        constants.HF_HUB_OFFLINE = True
+
+
+def hub_endpoint() -> str:
+    return (os.environ.get("HF_ENDPOINT") or "https://huggingface.co").rstrip("/")
+
+
+def hub_reachable(timeout: float = PROBE_TIMEOUT_S) -> bool:
+    """One short TCP connect to the hub (or the HTTPS proxy in the environment), once per
+    process, so an unplugged machine learns it in seconds instead of through retries."""
+    endpoint = hub_endpoint()
+    if endpoint in _reachable:
+        return _reachable[endpoint]
+    proxy = os.environ.get("HTTPS_PROXY") or os.environ.get("https_proxy")
+    target = urlsplit(proxy if proxy and endpoint.startswith("https") else endpoint)
+    host = target.hostname or ""
+    port = target.port or (443 if target.scheme == "https" else 80)
+    answered: list[bool] = []
+
+    def probe() -> None:  # in a thread: name resolution has no timeout of its own
+        try:
+            socket.create_connection((host, port), timeout=timeout).close()
+            answered.append(True)
+        except OSError:
+            pass
+
+    thread = threading.Thread(target=probe, daemon=True, name="hub-probe")
+    thread.start()
+    thread.join(timeout + 0.5)
+    _reachable[endpoint] = bool(answered)
+    return _reachable[endpoint]
+
+
+def download_blocked() -> str | None:
+    """Why a download is not tried now (for `Attempts.tried`), or None to try it."""
     if not downloads_allowed():
-        os.environ["HF_HUB_OFFLINE"] = "1"
-        os.environ["TRANSFORMERS_OFFLINE"] = "1"
+        return f"download (off: {OFFLINE_HINT})"
+    if not hub_reachable():
+        return f"download ({hub_endpoint()} unreachable)"
+    return None
+
+
+@contextmanager
+def hub_online() -> Iterator[None]:
+    """Let huggingface_hub reach the network for one download, with its progress bars on
+    stderr when that is a terminal."""
+    import huggingface_hub.constants as constants
+
+    bars = importlib.import_module("huggingface_hub.utils.tqdm")
+    saved = (constants.HF_HUB_OFFLINE, bars.HF_HUB_DISABLE_PROGRESS_BARS)
+    constants.HF_HUB_OFFLINE = False
+    if sys.stderr.isatty():
+        bars.HF_HUB_DISABLE_PROGRESS_BARS = None
+        bars.enable_progress_bars()
+    else:
+        bars.HF_HUB_DISABLE_PROGRESS_BARS = True
+    try:
+        yield
+    finally:
+        constants.HF_HUB_OFFLINE, bars.HF_HUB_DISABLE_PROGRESS_BARS = saved
+
+
+def fetch(attempts: Attempts, get: Callable[[], T]) -> T | None:
+    """Run a download (`get`) when allowed and the hub answers; None, with the reason noted
+    in `attempts`, when not or when it fails, so the files wait as pending."""
+    blocked = download_blocked()
+    if blocked is not None:
+        attempts.tried.append(blocked)
+        return None
+    try:
+        with hub_online():
+            return get()
+    except Exception as exc:  # network, disk, hub errors: the files wait, the run goes on
+        first = (str(exc).strip().splitlines() or [""])[0][:200]
+        attempts.tried.append(f"download failed ({type(exc).__name__}: {first})")
+        return None
 
 
 def hf_cached_snapshot(repo_id: str) -> Path | None:
@@ -82,9 +190,15 @@ def hf_cached_snapshot(repo_id: str) -> Path | None:
 
 
 def hf_download(repo_id: str) -> Path:
+    """A snapshot of `repo_id` from the hub into the standard cache; ModelUnavailable when it
+    cannot be had (offline, hub unreachable, download failed)."""
     from huggingface_hub import snapshot_download
 
-    return Path(snapshot_download(repo_id))
+    attempts = Attempts("hub", repo_id)
+    got = fetch(attempts, lambda: snapshot_download(repo_id))
+    if got is None:
+        raise attempts.fail(f"Run where {hub_endpoint()} is reachable, without {OFFLINE_HINT}.")
+    return Path(got)
 
 
 def normalise(rows: np.ndarray) -> np.ndarray:
@@ -128,7 +242,9 @@ def resolve_folder_model(space: str, name: str, repo: str | None, how_to_fix: st
     if cached is not None:
         return Resolved(space, name, str(cached), "cache")
     attempts.tried.append("Hugging Face cache")
-    if downloads_allowed():
-        return Resolved(space, name, str(hf_download(repo)), "download")
-    attempts.tried.append("download (off; SEARCHENGINE_ALLOW_DOWNLOAD=1 enables it)")
+    from huggingface_hub import snapshot_download
+
+    got = fetch(attempts, lambda: snapshot_download(repo))
+    if got is not None:
+        return Resolved(space, name, str(got), "download")
     raise attempts.fail(how_to_fix)

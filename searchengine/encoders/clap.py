@@ -22,7 +22,8 @@ BATCH = 8
 TEXT_BATCH = 64
 HOW_TO_FIX = (
     "Pass --clap with a folder written by save_pretrained (ClapModel and ClapProcessor), "
-    "or set SEARCHENGINE_ALLOW_DOWNLOAD=1 where the network is allowed."
+    "or index once where huggingface.co is reachable, without --offline / "
+    "SEARCHENGINE_OFFLINE=1: the weights download then."
 )
 
 

@@ -20,7 +20,7 @@ from searchengine.config import IndexConfig
 from searchengine.encoders.base import (
     Attempts,
     Resolved,
-    downloads_allowed,
+    fetch,
     normalise,
     set_torch_threads,
 )
@@ -31,8 +31,8 @@ TEXT_BATCH = 256
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".npz")
 PREPROCESS_KEYS = ("mean", "std", "interpolation", "resize_mode")
 HOW_TO_FIX = (
-    "Put a checkpoint file path in --clip-pretrained, "
-    "or set SEARCHENGINE_ALLOW_DOWNLOAD=1 where the network is allowed."
+    "Put a checkpoint file path in --clip-pretrained, or index once where huggingface.co "
+    "is reachable, without --offline / SEARCHENGINE_OFFLINE=1: the weights download then."
 )
 
 
@@ -180,13 +180,11 @@ def resolve(config: IndexConfig) -> Resolved:
         return Resolved("clip", name, cached, "cache", extra)
     attempts.tried.append("Hugging Face and open_clip caches")
 
-    if downloads_allowed():
-        target = open_clip.download_pretrained(pretrained_cfg)
-        if target and os.path.isfile(target):
-            return Resolved("clip", name, str(target), "download", extra)
+    target = fetch(attempts, lambda: open_clip.download_pretrained(pretrained_cfg))
+    if target and os.path.isfile(target):
+        return Resolved("clip", name, str(target), "download", extra)
+    if target is not None:
         attempts.tried.append("download (nothing to download for this tag)")
-    else:
-        attempts.tried.append("download (off; SEARCHENGINE_ALLOW_DOWNLOAD=1 enables it)")
     raise attempts.fail(HOW_TO_FIX)
 
 
