@@ -3,12 +3,15 @@ unreachable hub leaves the files pending within seconds, with the one-line hint.
 
 from __future__ import annotations
 
+import hashlib
+import http.server
 import json
 import os
 import socket
 import subprocess
 import sys
 import textwrap
+import threading
 import wave
 from pathlib import Path
 
@@ -125,3 +128,83 @@ def test_unreachable_hub_leaves_media_pending_within_seconds(media, index_dir, t
     for why in _pending(summary).values():
         assert f"download (http://127.0.0.1:{port} unreachable)" in why, why
         assert "--offline / SEARCHENGINE_OFFLINE=1" in why
+
+
+COMMIT = "c" * 40
+
+
+class _Hub(http.server.BaseHTTPRequestHandler):
+    """The few hub endpoints `snapshot_download` uses, serving one folder as one repo."""
+
+    repo = "laion/clap-htsat-unfused"
+    folder: Path
+    seen: list[str]
+
+    def log_message(self, *args) -> None:  # keep pytest's output clean
+        pass
+
+    def _files(self) -> dict[str, bytes]:
+        return {p.name: p.read_bytes() for p in sorted(self.folder.iterdir()) if p.is_file()}
+
+    def _send(self, body: bytes, kind: str, extra: dict[str, str] | None = None) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", kind)
+        self.send_header("Content-Length", str(len(body)))
+        for key, value in (extra or {}).items():
+            self.send_header(key, value)
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def do_GET(self) -> None:
+        path = self.path.split("?")[0]
+        self.seen.append(f"{self.command} {path}")
+        files = self._files()
+        api = f"/api/models/{self.repo}"
+        if path.startswith(f"{api}/tree/"):
+            tree = [
+                {
+                    "type": "file",
+                    "path": name,
+                    "size": len(data),
+                    "oid": hashlib.sha1(data).hexdigest(),
+                }
+                for name, data in files.items()
+            ]
+            return self._send(json.dumps(tree).encode(), "application/json")
+        if path == api or path.startswith(f"{api}/revision/"):
+            info = {"id": self.repo, "sha": COMMIT, "siblings": [{"rfilename": n} for n in files]}
+            return self._send(json.dumps(info).encode(), "application/json")
+        prefix = f"/{self.repo}/resolve/"
+        if path.startswith(prefix):
+            name = path[len(prefix) :].split("/", 1)[1]
+            if name in files:
+                data = files[name]
+                headers = {"X-Repo-Commit": COMMIT, "ETag": f'"{hashlib.sha1(data).hexdigest()}"'}
+                return self._send(data, "application/octet-stream", headers)
+        self.send_error(404)
+
+    do_HEAD = do_GET
+
+
+def test_reachable_hub_downloads_the_default_clap_model_and_indexes(
+    media, index_dir, tmp_path, test_models
+):
+    for png in media.glob("*.png"):
+        png.unlink()
+    handler = type("Hub", (_Hub,), {"folder": test_models["clap"], "seen": []})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        port = server.server_address[1]
+        home = tmp_path / "home"
+        env = _env(home, HF_ENDPOINT=f"http://127.0.0.1:{port}")
+        summary, attempts = _index(media, index_dir, tmp_path, "record", env)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert summary["added"] == 2 and summary["pending"] == 0, summary
+    assert all(a.startswith("('127.0.0.1'") for a in attempts)
+    snapshot = home / "hf" / "hub" / "models--laion--clap-htsat-unfused" / "snapshots" / COMMIT
+    assert (snapshot / "config.json").is_file()
+    assert any(s.endswith("/model.safetensors") for s in handler.seen)
