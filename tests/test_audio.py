@@ -95,7 +95,7 @@ def test_without_clap_weights_audio_is_pending_but_speech_is_searchable(
         assert by_name(eng)["meeting.wav"][0] == "indexed"
 
 
-def test_speech_can_be_turned_off_per_index(recordings, tmp_path, test_models):
+def test_speech_can_be_turned_off_per_index(recordings, tmp_path, test_models, monkeypatch):
     index = tmp_path / "idx"
     with Engine(index, create=True, models=tiny_clap(test_models)) as eng:
         eng.index([recordings])
@@ -103,7 +103,7 @@ def test_speech_can_be_turned_off_per_index(recordings, tmp_path, test_models):
         windows = set(eng.catalog.vector_ids("clap").tolist())
         speech_before = _speech_lines(eng)
         assert speech_before
-    calls = _count_encoder_calls()
+    calls = _count_encoder_calls(monkeypatch)
     with Engine(index, models={"speech": "off"}) as eng:
         summary = eng.index([recordings])
         assert summary.reembedded >= 4 and summary.changed == 0  # only the transcripts go
@@ -126,8 +126,9 @@ def _speech_lines(eng: Engine) -> list[tuple[float, str]]:
     return sorted((r.start, r.text) for r in rows if r.kind == "speech")
 
 
-def _count_encoder_calls() -> dict[str, int]:
-    """Counts embed_items calls per space from now on (the encoders are shared per process)."""
+def _count_encoder_calls(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
+    """Counts embed_items calls per space until the test ends (the loaded encoders are
+    shared by the whole process, so the counting is undone by monkeypatch)."""
     from searchengine.encoders import registry
 
     calls: dict[str, int] = {}
@@ -140,5 +141,5 @@ def _count_encoder_calls() -> dict[str, int]:
             calls[space] = calls.get(space, 0) + 1
             return original(payloads)
 
-        enc.embed_items = counting
+        monkeypatch.setattr(enc, "embed_items", counting)
     return calls
