@@ -684,8 +684,8 @@ class Catalog:
         ids = list(ids)
         with self.engine.connect() as conn:
             for i in range(0, len(ids), 900):
-                sql = (
-                    f"SELECT s.id FROM {table.name} s JOIN files f ON f.id = s.file_id "
+                sql = (  # CROSS JOIN: look the candidates up, never scan the files first
+                    f"SELECT s.id FROM {table.name} s CROSS JOIN files f ON f.id = s.file_id "
                     "WHERE s.id IN :ids"
                 )
                 sql, params = _filters(sql, {"ids": ids[i : i + 900]}, filters)
@@ -698,8 +698,8 @@ class Catalog:
     ) -> np.ndarray:
         """Ids of a space passing the filters, at most `limit` (more means: not selective)."""
         table = LEVEL_TABLES[level]
-        sql = (
-            f"SELECT s.id FROM {table.name} s JOIN files f ON f.id = s.file_id "
+        sql = (  # the files first: a selective filter passes few of them
+            f"SELECT s.id FROM files f CROSS JOIN {table.name} s ON s.file_id = f.id "
             "WHERE s.space = :space AND s.vector IS NOT NULL"
         )
         sql, params = _filters(sql, {"space": space}, filters)
@@ -742,8 +742,8 @@ class Catalog:
             return []
         sql = (
             "SELECT s.id, -bm25(segment_fts) AS score FROM segment_fts "
-            "JOIN segments s ON s.id = segment_fts.rowid JOIN files f ON f.id = s.file_id "
-            "WHERE segment_fts MATCH :q"
+            "CROSS JOIN segments s ON s.id = segment_fts.rowid "
+            "CROSS JOIN files f ON f.id = s.file_id WHERE segment_fts MATCH :q"
         )
         params: dict[str, Any] = {"q": match, "limit": limit}
         sql, params = _filters(sql, params, filters)
