@@ -89,6 +89,7 @@ def force_hub_offline() -> None:
     """Libraries never reach the hub on their own (loading is always from local files); our
     downloads lift this for their own call only (`hub_online`). Keep library output quiet."""
     global _we_set_hub_offline
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # on again for our downloads
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
