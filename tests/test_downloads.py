@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from searchengine import Engine
 from tests.conftest import REPO
 
 # Runs the CLI with every socket connect recorded; "refuse" makes each one fail.
@@ -208,3 +209,25 @@ def test_reachable_hub_downloads_the_default_clap_model_and_indexes(
     snapshot = home / "hf" / "hub" / "models--laion--clap-htsat-unfused" / "snapshots" / COMMIT
     assert (snapshot / "config.json").is_file()
     assert any(s.endswith("/model.safetensors") for s in handler.seen)
+
+
+@pytest.mark.parametrize("command", ["models", "status"])
+def test_reports_never_download(command, index_dir, tmp_path):
+    """`models` and `status` say where weights are; only `index` (or a query) fetches them."""
+    Engine(index_dir, create=True).close()
+    record = tmp_path / "attempts.json"
+    args = [command, "--index", str(index_dir), "--json"]
+    res = subprocess.run(
+        [sys.executable, "-c", SCRIPT, "refuse", str(record), *args],
+        capture_output=True,
+        text=True,
+        env=_env(tmp_path / "home", SEARCHENGINE_INDEX=str(index_dir)),
+        cwd=REPO,
+        timeout=300,
+    )
+    assert res.returncode == 0, res.stderr
+    assert json.loads(record.read_text()) == []
+    rows = json.loads(res.stdout)
+    rows = rows if command == "models" else [{"space": k, **v} for k, v in rows["spaces"].items()]
+    clip = next(r for r in rows if r["space"] == "clip")
+    assert not clip["available"] and "download (on first use, by index)" in clip["weights"]

@@ -135,10 +135,26 @@ def hub_reachable(timeout: float = PROBE_TIMEOUT_S) -> bool:
     return _reachable[endpoint]
 
 
+_lookup = threading.local()
+
+
+@contextmanager
+def lookup_only() -> Iterator[None]:
+    """Resolve without downloading, in this thread: `status` and `models` report where
+    weights are; only using a model (`index`, a query) may fetch it."""
+    _lookup.on = True
+    try:
+        yield
+    finally:
+        _lookup.on = False
+
+
 def download_blocked() -> str | None:
     """Why a download is not tried now (for `Attempts.tried`), or None to try it."""
     if not downloads_allowed():
         return f"download (off: {OFFLINE_HINT})"
+    if getattr(_lookup, "on", False):
+        return "download (on first use, by index)"
     if not hub_reachable():
         return f"download ({hub_endpoint()} unreachable)"
     return None

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from searchengine.config import IndexConfig
-from searchengine.encoders.base import Encoder, Resolved, force_hub_offline
+from searchengine.encoders.base import Encoder, Resolved, force_hub_offline, lookup_only
 from searchengine.encoders.identity import describe_folder, identity
 from searchengine.encoders.query_cache import QueryCache
 from searchengine.errors import ModelUnavailable
@@ -258,7 +258,8 @@ class ModelRegistry:
         rows: list[dict[str, object]] = []
         for space in SPACES:
             try:
-                found = self.resolve(space)
+                with lookup_only():  # a report never downloads
+                    found = self.resolve(space)
                 available, weights = True, f"{found.source}: {found.location}"
             except ModelUnavailable as exc:
                 available, weights = False, str(exc)
