@@ -118,7 +118,10 @@ class Engine:
             self.config = wanted
         if not readonly:
             self.dir.mkdir(parents=True, exist_ok=True)
-            if changed or not (self.dir / "config.json").exists():
+            if changed:  # under the writer lock: a refused run changes nothing
+                with self._write_lock():
+                    self.config.save(self.dir)
+            elif not (self.dir / "config.json").exists():
                 self.config.save(self.dir)
         self.store = self._open_store()
         self.models = ModelRegistry(self.config, query_cache=self.dir / QUERY_MODELS)
@@ -170,7 +173,11 @@ class Engine:
 
     @contextmanager
     def _write_lock(self) -> Iterator[None]:
-        with open(self.dir / "lock", "w") as fh:
+        try:
+            fh = open(self.dir / "lock", "w")  # noqa: SIM115 - closed below
+        except OSError as exc:
+            raise UserError(f"cannot write to {self.dir}: {exc.strerror or exc}") from None
+        with fh:
             try:
                 fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
@@ -278,7 +285,12 @@ class Engine:
             raise UserError(f"no such file: {display_path(target)}")
         record = self.catalog.file_by_key(os.fsencode(target))
         example: dict[str, np.ndarray] = {}
-        if record is not None and record.state == "indexed":
+        st = os.stat(target)
+        if (
+            record is not None
+            and record.state == "indexed"
+            and (record.size, record.mtime_ns) == (st.st_size, st.st_mtime_ns)
+        ):  # an edited file is embedded as it is now, not as it was indexed
             example = self.catalog.mean_vectors(record.id)
         return example or self._embed_example(target)
 

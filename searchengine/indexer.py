@@ -194,10 +194,12 @@ class Indexer:
                 self._copy_duplicates(cs)
                 todo = self._skip_crashers(todo, journal.left_over, summary)
                 self._process(todo, summary, report)
-                same = {r.id for r, _ in cs.unchanged + cs.touched}
+                # every stale file, not only those under the roots given: a model is the
+                # index's, and a half-switched space would mix vector sizes
+                done_now = {r.id for r, _ in cs.changed} | {r.id for r in cs.deleted}
                 summary.reembedded = Reembedder(
                     self.store, self.models, self.config, self._transcribe
-                ).run({f: r for f, r in redo.items() if f in same}, summary, report)
+                ).run({f: r for f, r in redo.items() if f not in done_now}, summary, report)
             finally:
                 self.journal = None
         self.store.sync(SPACES)

@@ -76,6 +76,10 @@ class Reembedder:
             except ModelUnavailable as exc:
                 summary.note(str(exc))
                 continue
+            except Exception as exc:  # a model error: these files keep their old vectors
+                first = (str(exc).splitlines() or [type(exc).__name__])[0]
+                summary.note(f"kept the old vectors of {len(plans)} files: {first}")
+                continue
             models = {s: self.config.model_key(s) for s in ("text", "clip", "clap")}
             with self.catalog.transaction() as conn:
                 for plan in plans:

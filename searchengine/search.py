@@ -332,7 +332,8 @@ class Ranker:
         rows = catalog.segment_rows(set(vec_scores) | set(bm25))
         self._rescore_exact(rows, query_vecs, vec_scores)
         if q.text:
-            bm25.update(catalog.bm25_of(q.text, [sid for sid in rows if sid not in bm25]))
+            rest = {sid: row.text for sid, row in rows.items() if sid not in bm25}
+            bm25.update(catalog.bm25_of(q.text, rest))
         per_file: dict[int, list[_Scored]] = {}
         for sid, row in rows.items():
             v = calibrate(row.space, vec_scores[sid], fitted, p) if sid in vec_scores else 0.0

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -70,3 +71,32 @@ def test_relative_checkpoint_is_stored_absolute(tmp_path: Path, test_models) -> 
     with Engine(tmp_path / "index") as eng:  # from another folder: same model, nothing stale
         assert eng.index([docs]).unchanged == 1
         assert eng.models.resolve("clip").location == str(test_models["clip_checkpoint"].resolve())
+
+
+def test_model_change_refused_by_a_busy_writer_changes_nothing(indexed, tmp_path) -> None:
+    import fcntl
+
+    docs, index = indexed
+    before = _fingerprint(index)
+    other = tmp_path / "minilm-copy"
+    shutil.copytree(Engine(index, readonly=True).models.resolve("text").location, other)
+    with open(index / "lock", "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        res = run_cli("index", str(docs), "--index", str(index), "--text", str(other))
+    assert res.returncode == 2 and "another searchengine process" in res.stderr
+    assert _fingerprint(index) == before
+
+
+def test_model_change_re_embeds_files_outside_the_roots_given(tmp_path) -> None:
+    one = write_corpus(tmp_path / "one", {"a.txt": "violin lessons on Tuesday"})
+    two = write_corpus(tmp_path / "two", {"b.txt": "harbour cranes at dawn"})
+    index = tmp_path / "index"
+    with Engine(index, create=True) as eng:
+        eng.index([one, two])
+        other = tmp_path / "minilm-copy"
+        shutil.copytree(eng.models.resolve("text").location, other)
+    with Engine(index, models={"text": str(other)}) as eng:
+        summary = eng.index([one])  # only one root given: the other's file is stale too
+        assert summary.reembedded == 2
+        assert eng.catalog.stale_files("text", eng.config.model_key("text")) == set()
+        assert eng.search("cranes in the harbour", k=1)[0].path.endswith("b.txt")

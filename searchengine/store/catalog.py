@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import re
 import sqlite3
+import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -101,6 +102,8 @@ file_vectors = Table(
 LEVEL_TABLES = {"segment": segments, "file": file_vectors}
 """Vector levels with a FAISS cache each: moments and passages, and whole files."""
 
+MAX_TERM_DOCS = 5000
+"""However large the library, a word in more passages than this is too common to pay for."""
 COMMON_TERM_SHARE = 0.05
 """A query word found in more than this share of passages adds little to BM25 and costs a
 scan of its whole posting list: it is dropped while rarer words remain."""
@@ -195,6 +198,7 @@ class Catalog:
     def __init__(self, db_path: Path, *, readonly: bool = False) -> None:
         self.path = db_path
         self.readonly = readonly
+        self._terms: dict[tuple[str, int], list[str]] = {}
         if readonly:
             try:
                 self._connect(f"sqlite:///file:{db_path}?mode=ro&uri=true", readonly=True)
@@ -371,9 +375,7 @@ class Catalog:
         if meta:
             old = conn.execute(select(files.c.meta).where(files.c.id == file_id)).scalar()
             merged = {**(json.loads(old) if old else {}), **meta}
-            conn.execute(
-                update(files).where(files.c.id == file_id).values(meta=json.dumps(merged))
-            )
+            conn.execute(update(files).where(files.c.id == file_id).values(meta=json.dumps(merged)))
         refresh_file_vectors(conn, [file_id])
 
     def copy_segments(self, conn: Connection, src_file_id: int, dst_file_id: int) -> None:
@@ -709,12 +711,13 @@ class Catalog:
             return np.fromiter(conn.execute(text(sql), params).scalars(), dtype=np.int64)
 
     def useful_terms(self, query: str) -> list[str]:
-        """The query's words, less those so common that they only cost time (at least the
-        rarest one is kept, so a query of common words still matches something)."""
+        """The query's words, less those so common that they only cost time: a word in more
+        than COMMON_TERM_SHARE of the passages (and never more than MAX_TERM_DOCS) is
+        dropped while rarer words remain; of only common words the rarest is kept if its
+        list is not huge. The cost of BM25 is bounded by the kept lists' lengths."""
         words = fts_terms(query)
-        if len(words) <= 1:
+        if not words:
             return words
-        stem_of = porter_stems(words)
         with self.engine.connect() as conn:
             total = int(
                 conn.execute(
@@ -722,6 +725,10 @@ class Catalog:
                 ).scalar()
                 or 0
             )
+            key = (query, total)
+            if key in self._terms:
+                return self._terms[key]
+            stem_of = porter_stems(words)
             counts = {
                 w: int(
                     conn.execute(
@@ -731,9 +738,15 @@ class Catalog:
                 )
                 for w in words
             }
-        cap = max(50, int(total * COMMON_TERM_SHARE))
+        cap = max(50, min(int(total * COMMON_TERM_SHARE), MAX_TERM_DOCS))
         kept = [w for w in words if counts[w] <= cap]
-        return kept or [min(words, key=lambda w: counts[w])]
+        if not kept:
+            rarest = min(words, key=lambda w: counts[w])
+            kept = [rarest] if counts[rarest] <= 4 * cap else []
+        if len(self._terms) > 256:
+            self._terms.clear()
+        self._terms[key] = kept
+        return kept
 
     def bm25_segments(self, query: str, limit: int, filters: Filters) -> list[tuple[int, float]]:
         """(segment id, BM25 score >= 0) for segments whose text matches the query."""
@@ -751,13 +764,17 @@ class Catalog:
         with self.engine.connect() as conn:
             return [(int(r[0]), float(r[1])) for r in conn.execute(text(sql), params)]
 
-    def bm25_of(self, query: str, ids: Sequence[int]) -> dict[int, float]:
+    def bm25_of(self, query: str, texts: dict[int, str | None]) -> dict[int, float]:
         """BM25 of given segments for the query (0 where they do not match), so every fused
-        candidate is scored alike, whichever route found it."""
-        match = fts_query(" ".join(self.useful_terms(query)))
-        ids = list(ids)
-        if match is None or not ids:
+        candidate is scored alike, whichever route found it. Only candidates whose text can
+        hold a query word are asked of FTS5 (a word, or its stem's first letters)."""
+        terms = self.useful_terms(query)
+        match = fts_query(" ".join(terms))
+        if match is None or not texts:
             return {}
+        stems = porter_stems(terms)
+        probes = {p for w in terms for p in (w, stems[w][:4])}
+        ids = [sid for sid, t in texts.items() if t and any(p in t.lower() for p in probes)]
         out: dict[int, float] = {}
         with self.engine.connect() as conn:
             for i in range(0, len(ids), 900):
@@ -931,23 +948,25 @@ def refresh_file_vectors(conn: Connection, file_ids: Sequence[int]) -> None:
 
 
 _STEMMER: sqlite3.Connection | None = None
+_STEMMER_LOCK = threading.Lock()
 
 
 def porter_stems(words: Sequence[str]) -> dict[str, str]:
     """Each word as FTS5's porter tokenizer stores it, asked of an in-memory FTS5 table
     (no second stemmer to drift from SQLite's)."""
     global _STEMMER
-    if _STEMMER is None:
-        _STEMMER = sqlite3.connect(":memory:", check_same_thread=False)
-        _STEMMER.execute("CREATE VIRTUAL TABLE w USING fts5(t, tokenize='porter unicode61')")
-        _STEMMER.execute("CREATE VIRTUAL TABLE v USING fts5vocab(w, 'instance')")
-    db = _STEMMER
-    out: dict[str, str] = {}
-    for i, word in enumerate(words):
-        db.execute("INSERT INTO w(rowid, t) VALUES (?, ?)", (i + 1, word))
-    for term, doc in db.execute("SELECT term, doc FROM v"):
-        out.setdefault(words[int(doc) - 1], term)
-    db.execute("DELETE FROM w")
+    with _STEMMER_LOCK:  # one in-memory table: one query's words at a time
+        if _STEMMER is None:
+            _STEMMER = sqlite3.connect(":memory:", check_same_thread=False)
+            _STEMMER.execute("CREATE VIRTUAL TABLE w USING fts5(t, tokenize='porter unicode61')")
+            _STEMMER.execute("CREATE VIRTUAL TABLE v USING fts5vocab(w, 'instance')")
+        db = _STEMMER
+        out: dict[str, str] = {}
+        for i, word in enumerate(words):
+            db.execute("INSERT INTO w(rowid, t) VALUES (?, ?)", (i + 1, word))
+        for term, doc in db.execute("SELECT term, doc FROM v"):
+            out.setdefault(words[int(doc) - 1], term)
+        db.execute("DELETE FROM w")
     return {w: out.get(w, w) for w in words}
 
 
