@@ -300,21 +300,7 @@ class Catalog:
             text("INSERT INTO file_fts(rowid, name) VALUES (:id, :name)"),
             {"id": file_id, "name": name_tokens(record.path, record.meta)},
         )
-        rows = [
-            {
-                "file_id": file_id,
-                "space": seg.space,
-                "kind": seg.kind,
-                "start": seg.start,
-                "end": seg.end,
-                "text": seg.text,
-                "model": models.get(seg.space) if vec is not None else None,
-                "vector": None if vec is None else encode_vector(vec),
-            }
-            for seg, vec in zip(segs, vectors, strict=True)
-        ]
-        if rows:
-            conn.execute(insert(segments), rows)
+        _insert_segments(conn, file_id, segs, vectors, models)
         refresh_file_vectors(conn, [file_id])
         return file_id
 
@@ -357,21 +343,7 @@ class Catalog:
         ones inside the caller's transaction; the rest stay as they are."""
         for i in range(0, len(drop), 900):
             conn.execute(delete(segments).where(segments.c.id.in_(list(drop[i : i + 900]))))
-        rows = [
-            {
-                "file_id": file_id,
-                "space": seg.space,
-                "kind": seg.kind,
-                "start": seg.start,
-                "end": seg.end,
-                "text": seg.text,
-                "model": models.get(seg.space) if vec is not None else None,
-                "vector": None if vec is None else encode_vector(vec),
-            }
-            for seg, vec in zip(segs, vectors, strict=True)
-        ]
-        if rows:
-            conn.execute(insert(segments), rows)
+        _insert_segments(conn, file_id, segs, vectors, models)
         if meta:
             old = conn.execute(select(files.c.meta).where(files.c.id == file_id)).scalar()
             merged = {**(json.loads(old) if old else {}), **meta}
@@ -920,6 +892,31 @@ class OutdatedFormat(Exception):
     def __init__(self, found: int) -> None:
         self.found = found
         super().__init__(found)
+
+
+def _insert_segments(
+    conn: Connection,
+    file_id: int,
+    segs: Sequence[Segment],
+    vectors: Sequence[np.ndarray | None],
+    models: dict[str, str],
+) -> None:
+    """A file's new segments, with the model that made each vector (none while pending)."""
+    rows = [
+        {
+            "file_id": file_id,
+            "space": seg.space,
+            "kind": seg.kind,
+            "start": seg.start,
+            "end": seg.end,
+            "text": seg.text,
+            "model": models.get(seg.space) if vec is not None else None,
+            "vector": None if vec is None else encode_vector(vec),
+        }
+        for seg, vec in zip(segs, vectors, strict=True)
+    ]
+    if rows:
+        conn.execute(insert(segments), rows)
 
 
 def refresh_file_vectors(conn: Connection, file_ids: Sequence[int]) -> None:
