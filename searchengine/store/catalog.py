@@ -311,22 +311,7 @@ class Catalog:
     def file_segments(self, file_id: int) -> list[SegmentRow]:
         """Every segment of one file, in order."""
         with self.engine.connect() as conn:
-            q = (
-                select(
-                    segments.c.id,
-                    segments.c.file_id,
-                    segments.c.space,
-                    segments.c.kind,
-                    segments.c.start,
-                    segments.c.end,
-                    segments.c.text,
-                    files.c.path,
-                    files.c.type,
-                )
-                .join(files, files.c.id == segments.c.file_id)
-                .where(segments.c.file_id == file_id)
-                .order_by(segments.c.id)
-            )
+            q = _segment_rows_select().where(segments.c.file_id == file_id).order_by(segments.c.id)
             return [SegmentRow(*row) for row in conn.execute(q)]
 
     def replace_segments(
@@ -631,21 +616,7 @@ class Catalog:
         ids = list(ids)
         with self.engine.connect() as conn:
             for i in range(0, len(ids), 900):
-                q = (
-                    select(
-                        segments.c.id,
-                        segments.c.file_id,
-                        segments.c.space,
-                        segments.c.kind,
-                        segments.c.start,
-                        segments.c.end,
-                        segments.c.text,
-                        files.c.path,
-                        files.c.type,
-                    )
-                    .join(files, files.c.id == segments.c.file_id)
-                    .where(segments.c.id.in_(ids[i : i + 900]))
-                )
+                q = _segment_rows_select().where(segments.c.id.in_(ids[i : i + 900]))
                 for row in conn.execute(q):
                     out[row.id] = SegmentRow(*row)
         return out
@@ -892,6 +863,21 @@ class OutdatedFormat(Exception):
     def __init__(self, found: int) -> None:
         self.found = found
         super().__init__(found)
+
+
+def _segment_rows_select() -> Any:
+    """Segments joined with their file, in SegmentRow's field order."""
+    return select(
+        segments.c.id,
+        segments.c.file_id,
+        segments.c.space,
+        segments.c.kind,
+        segments.c.start,
+        segments.c.end,
+        segments.c.text,
+        files.c.path,
+        files.c.type,
+    ).join(files, files.c.id == segments.c.file_id)
 
 
 def _insert_segments(
