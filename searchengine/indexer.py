@@ -203,6 +203,7 @@ class Indexer:
             finally:
                 self.journal = None
         self.store.sync(SPACES)
+        self._record_identities()
         calibration.refresh(self.store, self.models, self.config)
         self._export_query_encoders()
         summary.seconds = time.monotonic() - started
@@ -223,13 +224,49 @@ class Indexer:
                 full.add(fid)
         partial: dict[int, Redo] = {}
         for space in SPACES:
-            for fid in self.catalog.stale_files(space, self.config.model_key(space)):
+            key = self.config.model_key(space)
+            stale = self.catalog.stale_files(space, key)
+            if stale and self._same_weights_renamed(space, key):
+                stale = self.catalog.stale_files(space, key)
+            for fid in stale:
                 partial.setdefault(fid, Redo()).spaces.add(space)
         for fid in self.catalog.files_with_other_meta(
             ("audio", "video"), "speech", self.config.models.get("speech", "off")
         ):
             partial.setdefault(fid, Redo()).speech = True
         return full, {fid: r for fid, r in partial.items() if fid not in full}
+
+    def _same_weights_renamed(self, space: str, key: str) -> bool:
+        """A model is its weights, not the name that found them: vectors made under an old
+        name whose recorded identity is the current weights' are renamed, not re-embedded
+        (a checkpoint moved to another folder)."""
+        known = self.catalog.model_identities(space)
+        old = [k for k in self.catalog.models_in_use(space) if k != key and k in known]
+        if not old:
+            return False
+        try:
+            current = self.models.model_identity(space, self.models.resolve(space))
+        except (ModelUnavailable, OSError, ValueError):
+            return False
+        same = [k for k in old if known[k] == current]
+        if same:
+            self.catalog.rename_model(space, same, key)
+            self.catalog.record_model_identity(space, key, current)
+        return bool(same)
+
+    def _record_identities(self) -> None:
+        """Remember the content identity of each model that embedded something this run,
+        so a later rename of its files is recognised."""
+        for space in SPACES:
+            if not self.models.loaded(space):
+                continue
+            try:
+                ident = self.models.model_identity(space, self.models.resolve(space))
+            except (ModelUnavailable, OSError, ValueError):
+                continue
+            self.catalog.record_model_identity(space, self.config.model_key(space), ident)
+        if self.models.query_cache is not None:
+            self.models.query_cache.memo.save()
 
     def _export_query_encoders(self) -> None:
         """Light query encoders for the spaces that hold vectors and have none yet (a check

@@ -15,6 +15,15 @@ from searchengine import Engine
 from tests.conftest import run_cli, write_corpus
 
 
+def other_text_model(eng: Engine, where: Path) -> Path:
+    """A copy of the index's text model that is another model by content: a changed
+    config file (a model's identity is its files' content, not its folder's name)."""
+    shutil.copytree(eng.models.resolve("text").location, where)
+    config = where / "config_sentence_transformers.json"
+    config.write_text(config.read_text().rstrip().rstrip("}") + ', "variant": "other"}')
+    return where
+
+
 def _fingerprint(index: Path) -> dict[str, str]:
     return {
         p.name: hashlib.sha256(p.read_bytes()).hexdigest()
@@ -78,8 +87,7 @@ def test_model_change_refused_by_a_busy_writer_changes_nothing(indexed, tmp_path
 
     docs, index = indexed
     before = _fingerprint(index)
-    other = tmp_path / "minilm-copy"
-    shutil.copytree(Engine(index, readonly=True).models.resolve("text").location, other)
+    other = other_text_model(Engine(index, readonly=True), tmp_path / "minilm-other")
     with open(index / "lock", "w") as held:
         fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
         res = run_cli("index", str(docs), "--index", str(index), "--text", str(other))
@@ -93,10 +101,44 @@ def test_model_change_re_embeds_files_outside_the_roots_given(tmp_path) -> None:
     index = tmp_path / "index"
     with Engine(index, create=True) as eng:
         eng.index([one, two])
-        other = tmp_path / "minilm-copy"
-        shutil.copytree(eng.models.resolve("text").location, other)
+        other = other_text_model(eng, tmp_path / "minilm-other")
     with Engine(index, models={"text": str(other)}) as eng:
         summary = eng.index([one])  # only one root given: the other's file is stale too
         assert summary.reembedded == 2
         assert eng.catalog.stale_files("text", eng.config.model_key("text")) == set()
         assert eng.search("cranes in the harbour", k=1)[0].path.endswith("b.txt")
+
+
+def test_moved_checkpoint_is_the_same_model(tmp_path: Path, test_models) -> None:
+    """Identity is content: the CLIP checkpoint moved to another folder re-embeds nothing,
+    and its vectors are filed under the new name."""
+    from PIL import Image
+
+    library = tmp_path / "library"
+    library.mkdir()
+    for name, colour in (("red", (220, 20, 20)), ("green", (20, 200, 40)), ("blue", (10, 30, 230))):
+        Image.new("RGB", (64, 48), colour).save(library / f"{name}.png")
+    first = tmp_path / "first"
+    first.mkdir()
+    for name in ("clip_config", "clip_checkpoint"):
+        shutil.copy2(test_models[name], first / test_models[name].name)
+    config = first / test_models["clip_config"].name
+    weights = first / test_models["clip_checkpoint"].name
+    index = tmp_path / "index"
+    tiny = {"models": {"clip": str(config)}, "clip_pretrained": str(weights)}
+    with Engine(index, create=True, **tiny) as eng:
+        added = eng.index([library]).added
+        before = eng.search("a red square", k=3, types=["image"])
+    moved = tmp_path / "moved"
+    first.rename(moved)
+    config, weights = moved / config.name, moved / weights.name
+    with Engine(index, models={"clip": str(config)}, clip_pretrained=str(weights)) as eng:
+        summary = eng.index([library])
+        assert (summary.reembedded, summary.changed, summary.unchanged) == (0, 0, added)
+        key = eng.config.model_key("clip")
+        assert eng.catalog.models_in_use("clip") == {key}
+        assert eng.catalog.stale_files("clip", key) == set()
+        after = eng.search("a red square", k=3, types=["image"])
+        assert [(h.path, round(h.score, 4)) for h in after] == [
+            (h.path, round(h.score, 4)) for h in before
+        ]

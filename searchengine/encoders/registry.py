@@ -143,6 +143,10 @@ class ModelRegistry:
             self._encoders[space] = enc
             return enc
 
+    def loaded(self, space: str) -> bool:
+        """Whether this registry loaded the space's full model (it embedded something)."""
+        return space in self._encoders
+
     def model_identity(self, space: str, resolved: Resolved) -> str:
         """The content hash of the model `resolved` points at (no torch). File hashes are
         memoised in memory; only the indexing side writes the memo (readers never write)."""

@@ -609,6 +609,54 @@ class Catalog:
                 ).scalars()
             )
 
+    def models_in_use(self, space: str) -> set[str]:
+        """The model keys a space's vectors were made with (more than one mid-switch)."""
+        with self.engine.connect() as conn:
+            return set(
+                conn.execute(
+                    select(file_vectors.c.model)
+                    .where(file_vectors.c.space == space, file_vectors.c.model.is_not(None))
+                    .distinct()
+                ).scalars()
+            )
+
+    def model_identities(self, space: str) -> dict[str, str]:
+        """Model key -> content identity of the weights that made this space's vectors."""
+        with self.engine.connect() as conn:
+            value = conn.execute(
+                text("SELECT value FROM meta WHERE key = :k"), {"k": f"identity:{space}"}
+            ).scalar()
+        try:
+            found = json.loads(value) if value else {}
+        except ValueError:
+            return {}
+        return found if isinstance(found, dict) else {}
+
+    def record_model_identity(self, space: str, key: str, identity: str) -> None:
+        known = self.model_identities(space)
+        if known.get(key) == identity:
+            return
+        known[key] = identity
+        with self.transaction() as conn:
+            conn.execute(
+                text(
+                    "INSERT INTO meta(key, value) VALUES (:k, :v) "
+                    "ON CONFLICT(key) DO UPDATE SET value = excluded.value"
+                ),
+                {"k": f"identity:{space}", "v": json.dumps(known, sort_keys=True)},
+            )
+
+    def rename_model(self, space: str, old: Sequence[str], new: str) -> None:
+        """Vectors of `old` keys become `new`'s: the same weights under another name (a
+        moved checkpoint). One transaction: a kill leaves either name, both consistent."""
+        with self.transaction() as conn:
+            for table in (segments, file_vectors):
+                conn.execute(
+                    table.update()
+                    .where(table.c.space == space, table.c.model.in_(list(old)))
+                    .values(model=new)
+                )
+
     # ---- queries -----------------------------------------------------------------------
 
     def segment_rows(self, ids: Sequence[int]) -> dict[int, SegmentRow]:
