@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from rich.console import Console
 
     from searchengine.engine import Engine
-    from searchengine.types import Hit
+    from searchengine.types import Hit, Hits
 
 T = TypeVar("T")
 
@@ -77,11 +77,18 @@ def with_engine(index: Path | None, call: Callable[[Engine], T], *, readonly: bo
         engine.close()
 
 
-def show_hits(hits: list[Hit], json_out: bool) -> None:
+def show_hits(hits: list[Hit] | Hits, json_out: bool) -> None:
+    """The hits (JSON: the list DESIGN.md promises), then, when the adaptive cutoff left
+    some of the page out, one line saying so (on stderr with --json, so stdout stays the
+    list)."""
     if json_out:
         print_json([h.to_json() for h in hits])
     else:
         render_hits(hits)
+    cut = getattr(hits, "cut", 0)
+    if cut:
+        note = f"{cut} more below the cutoff; --all shows them"
+        (err() if json_out else out()).print(note, markup=False)
 
 
 def render_hits(hits: list[Hit]) -> None:
@@ -103,7 +110,8 @@ def run_search(
     query: str,
     *,
     index: Path | None = None,
-    k: int = 10,
+    k: int | None = None,
+    all_: bool = False,
     type_: str | None = None,
     path: str | None = None,
     after: str | None = None,
@@ -116,7 +124,8 @@ def run_search(
     diverse: bool = True,
     json_out: bool = False,
 ) -> None:
-    """`searchengine search`, whichever parser read the command line."""
+    """`searchengine search`, whichever parser read the command line. Without -k or --all
+    the page's tail is cut where scores fall away (searchengine/cutoff.py)."""
     if not query.strip() and like is None:
         fail("the query is empty")
     hits = with_engine(
@@ -134,6 +143,7 @@ def run_search(
             like=like,
             negative=negative,
             diverse=diverse,
+            cutoff=False if all_ else None,
         ),
     )
     show_hits(hits, json_out)
@@ -177,7 +187,8 @@ def search_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="searchengine search", add_help=False, allow_abbrev=False)
     parser.add_argument("query")
     parser.add_argument("--index", type=_path, default=None)
-    parser.add_argument("-k", type=_matching(INT, int), default=10)
+    parser.add_argument("-k", type=_matching(INT, int), default=None)
+    parser.add_argument("--all", dest="all_", action="store_true", default=False)
     parser.add_argument("--type", dest="type_", default=None)
     parser.add_argument("--path", default=None)
     parser.add_argument("--after", default=None)

@@ -182,14 +182,22 @@ MaxDurOpt = Annotated[
     float | None, typer.Option("--max-duration", help="Audio/video of at most N seconds.")
 ]
 PathOpt = Annotated[str | None, typer.Option("--path", help="Only paths matching this glob.")]
-KOpt = Annotated[int, typer.Option("-k", help="How many files to return.")]
+KOpt = Annotated[
+    int | None,
+    typer.Option("-k", help="How many files to return (the whole page: no cutoff). [default: 10]"),
+]
+AllOpt = Annotated[
+    bool,
+    typer.Option("--all", help="Show the whole page, also the hits below the adaptive cutoff."),
+]
 
 
 @app.command()
 def search(
     query: Annotated[str, typer.Argument(help="What you are looking for, in words.")],
     index: IndexOpt = None,
-    k: KOpt = 10,
+    k: KOpt = None,
+    all_: AllOpt = False,
     type_: TypeOpt = None,
     path: PathOpt = None,
     after: AfterOpt = None,
@@ -213,6 +221,7 @@ def search(
         query,
         index=index,
         k=k,
+        all_=all_,
         type_=type_,
         path=path,
         after=after,
@@ -231,7 +240,8 @@ def search(
 def similar(
     file: Annotated[Path, typer.Argument(help="An example file, indexed or not.")],
     index: IndexOpt = None,
-    k: KOpt = 10,
+    k: KOpt = None,
+    all_: AllOpt = False,
     type_: TypeOpt = None,
     path: PathOpt = None,
     after: AfterOpt = None,
@@ -252,6 +262,7 @@ def similar(
             before=before,
             min_duration=min_duration,
             max_duration=max_duration,
+            cutoff=False if all_ else None,
         ),
     )
     show_hits(hits, json_out)
@@ -395,3 +406,46 @@ def watch(
         fail(str(exc))
     finally:
         engine.close()
+
+
+@app.command()
+def serve(
+    index: IndexOpt = None,
+    host: Annotated[
+        str, typer.Option("--host", help="Address to listen on (beyond loopback: a token).")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", help="Port (0: any free one).")] = 8765,
+    token: Annotated[
+        str | None,
+        typer.Option(
+            "--token",
+            envvar="SEARCHENGINE_TOKEN",
+            help="Every request must carry it (default: none on loopback, else one is made "
+            "and printed once).",
+        ),
+    ] = None,
+    cors: Annotated[
+        list[str] | None,
+        typer.Option("--cors", help="An origin whose pages may call the API (repeatable)."),
+    ] = None,
+    max_upload_mb: Annotated[
+        float, typer.Option("--max-upload-mb", help="Largest example file accepted.")
+    ] = 64.0,
+) -> None:
+    """Serve a web page and a JSON API over the index (read-only; Ctrl-C stops)."""
+    from searchengine.serve.server import run_server
+
+    if max_upload_mb <= 0:
+        fail("--max-upload-mb must be more than 0")
+    try:
+        run_server(
+            index,
+            host,
+            port,
+            token=token,
+            cors=cors or [],
+            max_upload=int(max_upload_mb * (1 << 20)),
+            say=lambda line: out().print(line, markup=False, highlight=False),
+        )
+    except UserError as exc:
+        fail(str(exc))

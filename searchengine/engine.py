@@ -22,7 +22,7 @@ from searchengine.search import RankParams
 from searchengine.store.catalog import Catalog, OutdatedFormat
 from searchengine.store.schema import SCHEMA_VERSION
 from searchengine.store.store import Store, VectorCache
-from searchengine.types import FILE_TYPES, Filters, Hit
+from searchengine.types import FILE_TYPES, Filters, Hits
 
 if TYPE_CHECKING:
     from searchengine.search import Ranker
@@ -85,6 +85,10 @@ def _format_message(found: int) -> str:
 
 
 __all__ = ["Engine", "IndexSummary", "check_types"]
+
+
+DEFAULT_K = 10
+"""Hits on a page when no k is given (its tail then cut by the adaptive cutoff)."""
 
 
 class Engine:
@@ -221,7 +225,7 @@ class Engine:
     def search(
         self,
         query: str,
-        k: int = 10,
+        k: int | None = None,
         types: Sequence[str] | None = None,
         path: str | None = None,
         *,
@@ -233,17 +237,22 @@ class Engine:
         like: str | os.PathLike[str] | None = None,
         negative: str | None = None,
         diverse: bool = True,
-    ) -> list[Hit]:
+        cutoff: bool | None = None,
+    ) -> Hits:
         """Files best matching a text query across every space, best moments first.
 
         `like` adds an example file's vectors to the query, `negative` subtracts a phrase
         ("beach" with negative "people"); filters apply inside retrieval, so k hits come back
-        whenever k exist."""
+        whenever k exist. Without `k`, a page of DEFAULT_K whose tail is cut where scores
+        fall away (the adaptive cutoff; `.cut` says how many went); `cutoff` overrides:
+        True cuts a page of k too, False keeps the whole page."""
         from searchengine.search import Query
 
         query = (query or "").strip()
         if not query and like is None:
             raise UserError("the query is empty")
+        cut = k is None if cutoff is None else cutoff
+        k = DEFAULT_K if k is None else k
         if k <= 0:
             raise UserError("-k must be at least 1")
         filters = make_filters(types, path, after, before, min_duration, max_duration)
@@ -257,13 +266,14 @@ class Engine:
                 like=example,
                 negative=(negative or "").strip() or None,
                 diverse=diverse,
+                cutoff=cut,
             ),
         )
 
     def similar(
         self,
         path: str | os.PathLike[str],
-        k: int = 10,
+        k: int | None = None,
         types: Sequence[str] | None = None,
         path_glob: str | None = None,
         *,
@@ -271,12 +281,16 @@ class Engine:
         before: DateLike = None,
         min_duration: float | None = None,
         max_duration: float | None = None,
-    ) -> list[Hit]:
-        """Files like the given one (indexed or not), in the spaces that file lives in."""
+        cutoff: bool | None = None,
+    ) -> Hits:
+        """Files like the given one (indexed or not), in the spaces that file lives in.
+        `k` and `cutoff` work as for `search`."""
+        cut = k is None if cutoff is None else cutoff
+        k = DEFAULT_K if k is None else k
         if k <= 0:
             raise UserError("-k must be at least 1")
         filters = make_filters(types, path_glob, after, before, min_duration, max_duration)
-        return self.ranker().run_similar(self._example_vectors(path), k, filters)
+        return self.ranker().run_similar(self._example_vectors(path), k, filters, cutoff=cut)
 
     def _example_vectors(self, path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
         """Per space, the mean vector of a file: stored if indexed, else embedded now."""

@@ -19,9 +19,10 @@ from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
+from searchengine.cutoff import Cutoff, kept
 from searchengine.errors import ModelUnavailable
 from searchengine.store.catalog import SegmentRow
-from searchengine.types import FILE_TYPES, Filters, Hit, HitSegment
+from searchengine.types import FILE_TYPES, Filters, Hit, Hits, HitSegment
 
 if TYPE_CHECKING:
     from searchengine.encoders.base import Encoder
@@ -61,6 +62,15 @@ class RankParams:
     calibration: Literal["fitted", "family", "raw"] = "fitted"
     """fitted: the index's own offset (calibration.json); family: the fixed COSINE_RANGE;
     raw: (cosine + 1) / 2, the plain cosine order (for evaluations)."""
+    fusion: Literal["weighted", "rrf"] = "weighted"
+    """weighted: vector_weight * vector + (1 - vector_weight) * bm25; rrf: reciprocal rank
+    fusion of the two candidate orders, 1/(rrf_k + rank) each, scaled so 1 is first in both."""
+    rrf_k: float = 60.0
+    cutoff: Cutoff = Cutoff()
+    """Which hits of a page stand out (searchengine/cutoff.py); used unless the whole page
+    is asked for (`--all` or an explicit `-k`)."""
+    similar_cutoff: Cutoff = Cutoff()
+    """The same for `similar`."""
 
 
 DEFAULT_PARAMS = RankParams()
@@ -192,6 +202,29 @@ class Query:
     like: dict[str, np.ndarray] | None = None
     negative: str | None = None
     diverse: bool = True
+    cutoff: bool = False
+    """Cut the page's tail by `RankParams.cutoff` (the engine's default page does)."""
+
+
+def apply_cutoff(hits: list[Hit], cutoff: Cutoff) -> Hits:
+    """The hits of a page that stand out (page order kept), and how many were cut."""
+    keep = kept([h.score for h in hits], cutoff)
+    page = Hits(h for h, k in zip(hits, keep, strict=True) if k)
+    page.cut = len(hits) - len(page)
+    return page
+
+
+def rrf_scores(
+    vector: Mapping[int, float], keywords: Mapping[int, float], k: float
+) -> dict[int, float]:
+    """Reciprocal rank fusion of two candidate orders (a candidate absent from one, or
+    with no keyword match, gets nothing from it): sum of 1 / (k + rank), scaled by
+    (k + 1) / 2 so that first in both is 1. Ties share the better rank's order by id."""
+    out = {sid: 0.0 for sid in set(vector) | set(keywords)}
+    for scores in (vector, {s: b for s, b in keywords.items() if b > 0}):
+        for rank, sid in enumerate(sorted(scores, key=lambda s: (-scores[s], s)), start=1):
+            out[sid] += 1.0 / (k + rank)
+    return {sid: v * (k + 1) / 2 for sid, v in out.items()}
 
 
 def order_hits(hits: list[Hit]) -> list[Hit]:
@@ -240,12 +273,15 @@ class Ranker:
 
     # ---- text queries ------------------------------------------------------------------
 
-    def run_query(self, q: Query) -> list[Hit]:
+    def run_query(self, q: Query) -> Hits:
         """Over-fetch, and fetch more while grouping by file leaves fewer than k files,
-        until the spaces are exhausted or no unseen candidate could reach `min_score`."""
+        until the spaces are exhausted or no unseen candidate could reach `min_score`; then
+        diversify, take k, and cut the tail when `q.cutoff` asks."""
         if not q.text and q.like and not q.negative:
-            hits = self.run_similar(q.like, q.k, q.filters)
-            return [h for h in hits if h.score >= q.min_score]
+            hits = self.run_similar(q.like, q.k, q.filters, cutoff=q.cutoff)
+            kept_hits = Hits(h for h in hits if h.score >= q.min_score)
+            kept_hits.cut = hits.cut
+            return kept_hits
         fetch = max(50, q.k * 8)
         vectors = self._query_vectors(q)
         while True:
@@ -254,10 +290,10 @@ class Ranker:
             if len(hits) >= q.k or exhausted or ceiling < q.min_score:
                 if q.diverse:
                     hits = self.diversify(hits, q.k)
-                hits = hits[: q.k]
-                for hit in hits:
+                page = apply_cutoff(hits[: q.k], self.params.cutoff if q.cutoff else Cutoff())
+                for hit in page:
                     self._explain(hit, found[hit.file_id], q.text)
-                return hits
+                return page
             fetch *= 4
 
     def _explain(self, hit: Hit, found: _Found, query: str) -> None:
@@ -335,11 +371,19 @@ class Ranker:
             rest = {sid: row.text for sid, row in rows.items() if sid not in bm25}
             bm25.update(catalog.bm25_of(q.text, rest))
         per_file: dict[int, list[_Scored]] = {}
+        vec = {
+            sid: calibrate(row.space, vec_scores[sid], fitted, p)
+            for sid, row in rows.items()
+            if sid in vec_scores
+        }
+        kw = {sid: squash_bm25(bm25.get(sid, 0.0), p.bm25_half) for sid in rows}
+        rrf = rrf_scores(vec, kw, p.rrf_k) if p.fusion == "rrf" else {}
         for sid, row in rows.items():
-            v = calibrate(row.space, vec_scores[sid], fitted, p) if sid in vec_scores else 0.0
-            b = squash_bm25(bm25.get(sid, 0.0), p.bm25_half)
+            v, b = vec.get(sid, 0.0), kw[sid]
             raw = p.vector_weight * v + (1 - p.vector_weight) * b
             score = p.vector_weight * clamp(v) + (1 - p.vector_weight) * b
+            if p.fusion == "rrf":
+                raw = score = rrf[sid]
             per_file.setdefault(row.file_id, []).append(_Scored(score, raw, row, clamp(v), b))
         name_only = set(names) - set(per_file)
         for fid, row in catalog.first_segments(name_only).items():
@@ -423,11 +467,14 @@ class Ranker:
 
     # ---- similar -----------------------------------------------------------------------
 
-    def run_similar(self, example: dict[str, np.ndarray], k: int, filters: Filters) -> list[Hit]:
+    def run_similar(
+        self, example: dict[str, np.ndarray], k: int, filters: Filters, *, cutoff: bool = False
+    ) -> Hits:
         """Files nearest to an example (one whole-file vector per space it lives in).
         Documents and images are compared as wholes, by their whole-file vectors; audio and
         video moment by moment, listing their matching moments, adjacent ones merged. Order
-        is by raw cosine; the shown score maps it above `similar_floor` onto 0..1."""
+        is by raw cosine; the shown score maps it above `similar_floor` onto 0..1. With
+        `cutoff`, the tail is cut by `RankParams.similar_cutoff`."""
         p = self.params
         wanted = list(filters.types or FILE_TYPES)
         best: dict[int, tuple[float, str, list[tuple[float, SegmentRow]]]] = {}
@@ -475,7 +522,7 @@ class Ranker:
             ]
             hit.segments = best_moments(display, rec.type, score, "", p)
             hits.append(hit)
-        return order_hits(hits)
+        return apply_cutoff(order_hits(hits), p.similar_cutoff if cutoff else Cutoff())
 
     def _moments(
         self, space: str, qv: np.ndarray, k: int, fetch: int, filters: Filters

@@ -113,3 +113,10 @@ class Hit:
             "reason": self.reason,
             "segments": [s.to_json() for s in self.segments],
         }
+
+
+class Hits(list[Hit]):
+    """A page of hits, best first (a plain list to its users), and `cut`: how many hits of
+    the page the adaptive cutoff left out (`--all` shows them)."""
+
+    cut: int = 0
