@@ -326,6 +326,7 @@ class Indexer:
                 )
                 fid = self.catalog.write_file(conn, record, [], [], {})
                 self.catalog.copy_segments(conn, twin.id, fid)
+                faults.point("duplicate-copied")
 
     def _skip_crashers(
         self,
@@ -618,6 +619,7 @@ class Indexer:
             for part in iterate_with_deadline(decoded.stream or (), self.decode_timeout_s):
                 vecs += self._embed([(work, seg) for seg in part], summary)
                 segs += part
+                faults.point("stream-part")
             lines = self._transcribe(decoded, summary)
             for i in range(0, len(lines), BATCH_SEGMENTS):
                 part = lines[i : i + BATCH_SEGMENTS]

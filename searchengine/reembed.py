@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from searchengine import faults
 from searchengine.errors import ModelUnavailable
 from searchengine.media import decode_file
 from searchengine.types import Decoded, Segment
@@ -87,7 +88,9 @@ class Reembedder:
                     self.catalog.replace_segments(
                         conn, plan.file_id, plan.drop, plan.new, vecs, models, plan.meta
                     )
+                    faults.point("reembed-file")
                     done += 1
+            faults.point("reembed-committed")
         report("embed", len(items), len(items), "")
         return done
 
