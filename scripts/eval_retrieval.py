@@ -60,6 +60,7 @@ be fetched or a given model cannot be loaded.
 
 import argparse
 import html
+import json
 import os
 import random
 import re
@@ -79,12 +80,14 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "scripts"))
 
 import eval_similar  # noqa: E402  (sibling scripts)
+import eval_whatis  # noqa: E402
 from evalkit import (  # noqa: E402
     SAMPLES,
     EvalError,
     code_version,
     ensure_samples,
     index_corpus,
+    ndcg_at,
     recall_at,
     stage,
 )
@@ -95,6 +98,7 @@ if TYPE_CHECKING:
 
 SETS = (
     "docs-titles",
+    eval_whatis.SET_NAME,
     "images-labels",
     "sounds-labels",
     eval_similar.SET_NAME,
@@ -126,6 +130,7 @@ class Summary:
     queries: int
     recall: dict[int, float]
     mrr: float
+    ndcg: float = 0.0
 
 
 def summarise(
@@ -139,7 +144,8 @@ def summarise(
     n = len(runs)
     recall = {k: sum(recall_at(r, rel, k) for r, rel in runs) / n for k in ks}
     mrr = sum(reciprocal_rank(r, rel, mrr_k) for r, rel in runs) / n
-    return Summary(queries=n, recall=recall, mrr=mrr)
+    ndcg = sum(ndcg_at(r, dict.fromkeys(rel, 1.0), mrr_k) for r, rel in runs) / n
+    return Summary(queries=n, recall=recall, mrr=mrr, ndcg=ndcg)
 
 
 # ---- labelled sets -------------------------------------------------------------------------
@@ -154,6 +160,8 @@ class LabelledSet:
     files: dict[str, Path]
     queries: list[tuple[str, frozenset[str]]]
     notes: list[str] = field(default_factory=list)
+    slices: dict[str, frozenset[str]] = field(default_factory=dict)
+    """Named subsets of the queries (by text), each also summarised on its own."""
 
 
 _TITLE = re.compile(rb"<title[^>]*>(.*?)</title\s*>", re.S | re.I)
@@ -300,6 +308,8 @@ class Mode:
     cosine: str = "engine"
     diverse: bool = True
     drop_zero: bool = False
+    fusion: str | None = None  # RankParams.fusion: "weighted" or "rrf"
+    rrf_k: float | None = None
 
 
 CALIBRATION = {"engine": "fitted", "family": "family", "raw": "raw"}  # Mode.cosine -> RankParams
@@ -311,6 +321,15 @@ DOC_MODES = (
     Mode("bm25 only", vector_weight=0.0, diverse=False, drop_zero=True),
     Mode("vector only", vector_weight=1.0, name_bonus=0.0, cosine="raw", diverse=False),
 )
+FUSION_WEIGHTS = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+FUSION_MODES = (
+    Mode("bm25 only", vector_weight=0.0, diverse=False, drop_zero=True),
+    Mode("vector only", vector_weight=1.0, name_bonus=0.0, cosine="raw", diverse=False),
+    *(Mode(f"weighted {w:g}", vector_weight=w, fusion="weighted") for w in FUSION_WEIGHTS),
+    *(Mode(f"rrf k={k:g}", fusion="rrf", rrf_k=k) for k in (10.0, 60.0)),
+)
+"""`--fusion`: the single routes and the candidate fusions (MMR on, as shipped), to choose
+the shipped fusion on docs-titles and manpages-whatis together."""
 
 
 def rank_params(mode: Mode, base: "RankParams | None" = None) -> "RankParams":
@@ -323,6 +342,10 @@ def rank_params(mode: Mode, base: "RankParams | None" = None) -> "RankParams":
         changes["vector_weight"] = mode.vector_weight
     if mode.name_bonus is not None:
         changes["name_bonus"] = mode.name_bonus
+    if mode.fusion is not None:
+        changes["fusion"] = mode.fusion
+    if mode.rrf_k is not None:
+        changes["rrf_k"] = mode.rrf_k
     return replace(base or RankParams(), **changes)
 
 
@@ -347,7 +370,9 @@ def evaluate(
     fresh: bool = False,
     mode_suffix: str = "",
 ) -> SetReport:
-    """Stage and index the set's files, ask every query in every mode, and summarise."""
+    """Stage and index the set's files, ask every query in every mode, and summarise. The
+    pages (each hit's key, score and relevance, per mode and query) are written to
+    <index_root>/<set>/pages.json for scripts/eval_cutoff.py."""
     from searchengine import Engine
 
     base = index_root / labelled.name
@@ -360,6 +385,7 @@ def evaluate(
         notes.append(index_corpus(eng, base / "corpus", labelled.name, labelled.file_type))
         eng.search(labelled.queries[0][0], k=MRR_K, types=[labelled.file_type])  # warm up
         rows = []
+        pages: dict[str, list[dict[str, object]]] = {}
         for mode in modes:
             runs, took = [], []
             with ranking(eng, mode):
@@ -369,20 +395,27 @@ def evaluate(
                         query, k=MRR_K, types=[labelled.file_type], diverse=mode.diverse
                     )
                     took.append(time.perf_counter() - t0)
-                    ranked = [
-                        keys.get(os.path.realpath(h.path), h.path)
-                        for h in hits
-                        if not (mode.drop_zero and h.score <= 0)
-                    ]
+                    shown = [h for h in hits if not (mode.drop_zero and h.score <= 0)]
+                    ranked = [keys.get(os.path.realpath(h.path), h.path) for h in shown]
                     runs.append((ranked, relevant))
-            rows.append(
-                Row(
-                    labelled.name,
-                    mode.name + mode_suffix,
-                    summarise(runs),
-                    1000 * statistics.median(took),
-                )
-            )
+                    pages.setdefault(mode.name, []).append(
+                        {
+                            "query": query,
+                            "scores": [round(h.score, 6) for h in shown],
+                            "gains": [1.0 if key in relevant else 0.0 for key in ranked],
+                            "relevant": len(relevant),
+                        }
+                    )
+            ms = 1000 * statistics.median(took)
+            rows.append(Row(labelled.name, mode.name + mode_suffix, summarise(runs), ms))
+            for slice_name, asked in labelled.slices.items():
+                part = [
+                    run for run, (q, _) in zip(runs, labelled.queries, strict=True) if q in asked
+                ]
+                if part:
+                    name = f"{labelled.name} ({slice_name})"
+                    rows.append(Row(name, mode.name + mode_suffix, summarise(part), ms))
+        (base / "pages.json").write_text(json.dumps(pages), "utf-8")
     rng = random.Random(seed)
     pool = sorted(labelled.files)
     chance = []
@@ -399,12 +432,40 @@ def evaluate_docs(
     n_corpus: int = 400,
     seed: int = 0,
     fresh: bool = False,
+    modes: Sequence[Mode] = DOC_MODES,
 ) -> SetReport:
     """The docs-titles set over HTML pages under `roots`, in all modes."""
     labelled = build_docs_titles(roots, n_queries, n_corpus, seed)
     if not labelled.queries:
         raise EvalError("docs-titles: no page with a usable <title>")
-    return evaluate(labelled, index_root, DOC_MODES, seed=seed, fresh=fresh)
+    return evaluate(labelled, index_root, modes, seed=seed, fresh=fresh)
+
+
+def evaluate_whatis(
+    folder: Path,
+    index_root: Path,
+    n_queries: int,
+    n_corpus: int,
+    seed: int = 0,
+    fresh: bool = False,
+    modes: Sequence[Mode] = DOC_MODES,
+) -> SetReport:
+    """The manpages-whatis set (scripts/eval_whatis.py) over the man pages under `folder`,
+    with a row per mode for all queries and for those sharing few words with the target."""
+    built = eval_whatis.build_whatis_set(eval_whatis.read_pages(folder), n_corpus, n_queries, seed)
+    if not built.queries:
+        raise EvalError(f"{built.name}: no man page with a NAME line under {folder}")
+    files = eval_whatis.write_pages(built.texts, index_root / built.name / "pages")
+    low = f"overlap <= {eval_whatis.LOW_OVERLAP:g}"
+    labelled = LabelledSet(
+        built.name,
+        "text",
+        files,
+        built.queries,
+        built.notes,
+        slices={low: frozenset(q for q, _ in built.low_overlap())},
+    )
+    return evaluate(labelled, index_root, modes, seed=seed, fresh=fresh)
 
 
 def is_test_model(path: str | None) -> bool:
@@ -421,15 +482,15 @@ def is_test_model(path: str | None) -> bool:
 
 def markdown_table(rows: Sequence[Row]) -> str:
     out = [
-        "| set | mode | queries | R@1 | R@5 | R@10 | MRR@10 | ms/query |",
-        "|---|---|---|---|---|---|---|---|",
+        "| set | mode | queries | R@1 | R@5 | R@10 | MRR@10 | NDCG@10 | ms/query |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         s = r.summary
         ms = f"{r.ms_per_query:.0f}" if r.ms_per_query else "-"
         out.append(
             f"| {r.set} | {r.mode} | {s.queries} | {s.recall[1]:.3f} | {s.recall[5]:.3f} | "
-            f"{s.recall[10]:.3f} | {s.mrr:.3f} | {ms} |"
+            f"{s.recall[10]:.3f} | {s.mrr:.3f} | {s.ndcg:.3f} | {ms} |"
         )
     return "\n".join(out)
 
@@ -461,6 +522,12 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     ap.add_argument("--clap", help="transformers CLAP id or folder (enables sounds-labels)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--fresh", action="store_true", help="rebuild the indexes from scratch")
+    ap.add_argument(
+        "--fusion",
+        action="store_true",
+        help="docs-titles and manpages-whatis: the single routes and every candidate fusion "
+        "(FUSION_MODES) instead of the usual modes",
+    )
     args = ap.parse_args(argv)
     args.sets = [s.strip() for s in args.sets.split(",") if s.strip()]
     unknown = [s for s in args.sets if s not in SETS]
@@ -491,6 +558,18 @@ def run(args: argparse.Namespace) -> tuple[list[Row], list[str], list[str]]:
                 args.corpus,
                 args.seed,
                 args.fresh,
+                FUSION_MODES if args.fusion else DOC_MODES,
+            )
+            report.notes.append("text model: the index default (all-MiniLM-L6-v2)")
+        elif name == eval_whatis.SET_NAME:
+            report = evaluate_whatis(
+                ensure_samples("manpages", args.samples),
+                args.index_root,
+                args.queries,
+                args.corpus,
+                args.seed,
+                args.fresh,
+                FUSION_MODES if args.fusion else DOC_MODES,
             )
             report.notes.append("text model: the index default (all-MiniLM-L6-v2)")
         elif name in (eval_similar.SET_NAME, eval_similar.CUT_SET_NAME):

@@ -351,6 +351,7 @@ def evaluate_similar(
     if dupes:
         notes.append(f"{dupes} pages have an exact copy in the corpus: dropped with the query")
     rows: list[SimRow] = []
+    pages: dict[str, list[dict[str, object]]] = {}
     with Engine(index_dir, create=True, models=models) as eng:
         notes.append(index_corpus(eng, base / "corpus", label, "text"))
         for k in ENGINE_KS:
@@ -360,8 +361,16 @@ def evaluate_similar(
                 t0 = time.perf_counter()
                 hits = eng.similar(base / "corpus" / q, k=k, types=["text"])
                 took.append(time.perf_counter() - t0)
-                found = [keys_of.get(os.path.realpath(h.path), h.path) for h in hits]
-                ranked[q] = [key for key in found if key not in copies[q]]
+                found = [(keys_of.get(os.path.realpath(h.path), h.path), h) for h in hits]
+                ranked[q] = [key for key, _ in found if key not in copies[q]]
+                pages.setdefault(f"similar -k {k}", []).append(
+                    {  # for scripts/eval_cutoff.py
+                        "query": q,
+                        "scores": [round(h.score, 6) for key, h in found if key not in copies[q]],
+                        "gains": [queries[q].get(key, 0.0) for key in ranked[q]],
+                        "relevant": len(queries[q]),
+                    }
+                )
             ndcg, recall = score(f"similar -k {k}", ranked, queries)
             rows.append(
                 SimRow(
@@ -372,6 +381,7 @@ def evaluate_similar(
                     1000 * statistics.median(took),
                 )
             )
+        (base / "pages.json").write_text(json.dumps(pages), "utf-8")
         whole, mean, direct_notes = direct_vectors(eng, keys, base / "corpus", base, label)
         notes += direct_notes
     for name, matrix in ((DIRECT, whole), (CHUNK_MEAN, mean)):
