@@ -42,8 +42,8 @@ def address(sock: socket.socket) -> str:
 
 
 class Server:
-    """uvicorn on a socket we bound; `start()` runs it in a thread (tests, benchmarks),
-    `run()` in the foreground (the command)."""
+    """uvicorn on a socket we bound, run in a thread: the command waits on it (Ctrl-C
+    stops it), tests and benchmarks run beside it."""
 
     def __init__(self, app, sock: socket.socket, log_level: str = "warning") -> None:
         import uvicorn
@@ -82,8 +82,10 @@ def run_server(
     cors: list[str] | None = None,
     max_upload: int = DEFAULT_MAX_BYTES,
     say: Callable[[str], None] = print,
+    stop: threading.Event | None = None,
 ) -> None:
-    """`searchengine serve`: open the index read-only, bind, print the address, serve."""
+    """`searchengine serve`: open the index read-only, bind, print the address, serve until
+    Ctrl-C (or until `stop` is set, for a caller running it in a thread)."""
     from searchengine.engine import Engine
     from searchengine.serve.app import create_app
 
@@ -96,10 +98,18 @@ def run_server(
         raise
     app = create_app(engine=engine, token=need, cors=cors, max_upload=max_upload)
     app.state.library.warm()
-    url = address(sock)
-    say(f"serving {engine.dir} at {url}  (Ctrl-C stops)")
+    server = Server(app, sock).start()  # the address is printed once it answers
+    say(f"serving {engine.dir} at {server.url}  (Ctrl-C stops)")
     if generated:
-        say(f"open {url}?token={need}  (a token made for this run, shown this once)")
+        say(f"open {server.url}?token={need}  (a token made for this run, shown this once)")
     elif need is not None:
         say("every request must carry the token given (--token or $SEARCHENGINE_TOKEN)")
-    Server(app, sock, log_level="warning").run()
+    try:
+        while server.thread is not None and server.thread.is_alive():
+            if stop is not None and stop.wait(0.2):
+                break
+            server.thread.join(0.3)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop()
