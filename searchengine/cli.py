@@ -81,6 +81,14 @@ def show_hits(hits: list[Hit] | Hits, json_out: bool) -> None:
     """The hits (JSON: the list DESIGN.md promises), then, when the adaptive cutoff left
     some of the page out, one line saying so (on stderr with --json, so stdout stays the
     list)."""
+    reading = getattr(hits, "reading", None)
+    if reading is not None and reading.changed():  # how the words were read, first
+        if json_out:
+            sys.stderr.write(json.dumps({"reading": reading.to_json()}, ensure_ascii=False) + "\n")
+        else:
+            out().print(f"read as: {reading.describe()}", markup=False)
+            for note in reading.notes:
+                out().print(f"  note: {note}", markup=False, style="dim")
     if json_out:
         print_json([h.to_json() for h in hits])
     else:
@@ -96,7 +104,10 @@ def render_hits(hits: list[Hit]) -> None:
         out().print("no matches")
         return
     for rank, hit in enumerate(hits, 1):
-        out().print(f"[bold]{rank:>2}. {hit.path}[/bold]  [dim]{hit.type} {hit.score:.3f}[/dim]")
+        when = f" {_day(hit.date)}" if hit.date is not None else ""
+        out().print(
+            f"[bold]{rank:>2}. {hit.path}[/bold]  [dim]{hit.type} {hit.score:.3f}{when}[/dim]"
+        )
         for seg in hit.segments[:2]:
             where = ""
             if seg.start is not None:
@@ -104,6 +115,12 @@ def render_hits(hits: list[Hit]) -> None:
                 where = f"[{seg.start:g}{unit}-{seg.end:g}{unit}] "
             if seg.text:
                 out().print(f"     {where}{seg.text}", markup=False)
+
+
+def _day(epoch: float) -> str:
+    from datetime import datetime
+
+    return datetime.fromtimestamp(epoch).strftime("%Y-%m-%d")
 
 
 def run_search(
@@ -122,10 +139,15 @@ def run_search(
     like: Path | None = None,
     negative: str | None = None,
     diverse: bool = True,
+    place: str | None = None,
+    literal: bool = False,
+    sort: str = "relevance",
+    include_self: bool = False,
     json_out: bool = False,
 ) -> None:
     """`searchengine search`, whichever parser read the command line. Without -k or --all
-    the page's tail is cut where scores fall away (searchengine/cutoff.py)."""
+    the page's tail is cut where scores fall away (searchengine/cutoff.py). A line before
+    the hits (stderr with --json) tells how the words were read (searchengine/understand)."""
     if not query.strip() and like is None:
         fail("the query is empty")
     hits = with_engine(
@@ -144,6 +166,10 @@ def run_search(
             negative=negative,
             diverse=diverse,
             cutoff=False if all_ else None,
+            place=place,
+            literal=literal,
+            sort=sort,
+            include_self=include_self,
         ),
     )
     show_hits(hits, json_out)
@@ -200,6 +226,10 @@ def search_parser() -> argparse.ArgumentParser:
     parser.add_argument("--not", dest="negative", default=None)
     parser.add_argument("--diverse", dest="diverse", action="store_true", default=True)
     parser.add_argument("--no-diverse", dest="diverse", action="store_false")
+    parser.add_argument("--place", default=None)
+    parser.add_argument("--literal", action="store_true", default=False)
+    parser.add_argument("--sort", default="relevance")
+    parser.add_argument("--include-self", action="store_true", default=False)
     parser.add_argument("--json", dest="json_out", action="store_true", default=False)
     return parser
 
@@ -209,8 +239,13 @@ def quick_search_args(argv: list[str]) -> dict[str, Any] | None:
     leaves it to Typer."""
     if not argv or argv[0] != "search" or any(a in ("--help", "-h") for a in argv[1:]):
         return None
+    args = list(argv[1:])
+    for i, arg in enumerate(args[:-1]):
+        if arg == "--sort" and args[i + 1].startswith("-"):  # "--sort -date", as click reads it
+            args[i : i + 2] = [f"--sort={args[i + 1]}"]
+            break
     try:
-        return vars(search_parser().parse_args(argv[1:]))
+        return vars(search_parser().parse_args(args))
     except (Unsure, argparse.ArgumentError):
         return None
 

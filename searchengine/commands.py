@@ -186,6 +186,12 @@ KOpt = Annotated[
     int | None,
     typer.Option("-k", help="How many files to return (the whole page: no cutoff). [default: 10]"),
 ]
+IncludeSelfOpt = Annotated[
+    bool,
+    typer.Option(
+        "--include-self", help="Also return the example file itself and its exact copies."
+    ),
+]
 AllOpt = Annotated[
     bool,
     typer.Option("--all", help="Show the whole page, also the hits below the adaptive cutoff."),
@@ -214,9 +220,29 @@ def search(
     diverse: Annotated[
         bool, typer.Option("--diverse/--no-diverse", help="Keep near duplicates apart.")
     ] = True,
+    place: Annotated[
+        str | None,
+        typer.Option("--place", help="Only photos and videos taken there (from their GPS)."),
+    ] = None,
+    literal: Annotated[
+        bool,
+        typer.Option(
+            "--literal", help="Search the words as typed: no dates, kinds or places read."
+        ),
+    ] = False,
+    sort: Annotated[
+        str,
+        typer.Option(
+            "--sort", help="Order of the hits found: relevance, date (oldest first) or -date."
+        ),
+    ] = "relevance",
+    include_self: IncludeSelfOpt = False,
     json_out: JsonOpt = False,
 ) -> None:
-    """Search the index with a text query (optionally with an example file)."""
+    """Search the index with a text query (optionally with an example file).
+
+    Dates, kinds and places in the words become filters: "beach photos from last summer",
+    "short sounds of rain", "videos in Lisbon". The line 'read as:' shows how."""
     run_search(
         query,
         index=index,
@@ -232,6 +258,10 @@ def search(
         like=like,
         negative=negative,
         diverse=diverse,
+        place=place,
+        literal=literal,
+        sort=sort,
+        include_self=include_self,
         json_out=json_out,
     )
 
@@ -248,9 +278,10 @@ def similar(
     before: BeforeOpt = None,
     min_duration: MinDurOpt = None,
     max_duration: MaxDurOpt = None,
+    include_self: IncludeSelfOpt = False,
     json_out: JsonOpt = False,
 ) -> None:
-    """Find files like an example file."""
+    """Find files like an example file (not the file itself, nor its exact copies)."""
     hits = with_engine(
         index,
         lambda engine: engine.similar(
@@ -263,6 +294,7 @@ def similar(
             min_duration=min_duration,
             max_duration=max_duration,
             cutoff=False if all_ else None,
+            include_self=include_self,
         ),
     )
     show_hits(hits, json_out)

@@ -22,7 +22,8 @@ from searchengine.search import RankParams
 from searchengine.store.catalog import Catalog, OutdatedFormat
 from searchengine.store.schema import SCHEMA_VERSION
 from searchengine.store.store import Store, VectorCache
-from searchengine.types import FILE_TYPES, Filters, Hits
+from searchengine.types import FILE_TYPES, Filters, Hit, Hits
+from searchengine.understand import Reading, Wanted
 
 if TYPE_CHECKING:
     from searchengine.search import Ranker
@@ -238,6 +239,11 @@ class Engine:
         negative: str | None = None,
         diverse: bool = True,
         cutoff: bool | None = None,
+        place: str | None = None,
+        literal: bool = False,
+        sort: str = "relevance",
+        include_self: bool = False,
+        now: datetime | None = None,
     ) -> Hits:
         """Files best matching a text query across every space, best moments first.
 
@@ -245,21 +251,40 @@ class Engine:
         ("beach" with negative "people"); filters apply inside retrieval, so k hits come back
         whenever k exist. Without `k`, a page of DEFAULT_K whose tail is cut where scores
         fall away (the adaptive cutoff; `.cut` says how many went); `cutoff` overrides:
-        True cuts a page of k too, False keeps the whole page."""
+        True cuts a page of k too, False keeps the whole page.
+
+        Dates, kinds, lengths and places in the words become filters unless `literal`
+        (searchengine.understand; `now` fixes "yesterday"); given arguments win over them,
+        and `.reading` tells how the query was read. `place` keeps files taken there (GPS).
+        `sort` orders the page found: relevance, date (oldest first) or -date. The `like`
+        example and its exact copies are left out unless `include_self`."""
         from searchengine.search import Query
 
         query = (query or "").strip()
         if not query and like is None:
             raise UserError("the query is empty")
+        check_sort(sort)
         cut = k is None if cutoff is None else cutoff
         k = DEFAULT_K if k is None else k
         if k <= 0:
             raise UserError("-k must be at least 1")
-        filters = make_filters(types, path, after, before, min_duration, max_duration)
+        given = Wanted(
+            types=list(types) if types else None,
+            path=path or None,
+            after=after if after != "" else None,
+            before=before if before != "" else None,
+            min_duration=min_duration,
+            max_duration=max_duration,
+            place=place or None,
+        )
+        reading = self.read(query, now=now, literal=literal).with_flags(given)
+        filters = self._filters(reading)
+        if like is not None and not include_self:
+            filters.exclude = self._self_and_copies(like)
         example = self._example_vectors(like) if like is not None else None
-        return self.ranker().run_query(
+        hits = self.ranker().run_query(
             Query(
-                text=query,
+                text=reading.text,
                 k=k,
                 filters=filters,
                 min_score=min_score,
@@ -269,6 +294,61 @@ class Engine:
                 cutoff=cut,
             ),
         )
+        return self._finish(hits, sort, reading)
+
+    def read(self, query: str, *, now: datetime | None = None, literal: bool = False) -> Reading:
+        """How `search` reads a query: the words it embeds and the filters it recognises
+        (places are those of this index's files)."""
+        from searchengine import understand
+
+        query = (query or "").strip()
+        if literal or not query:
+            return understand.literal(query)
+        return understand.read_query(query, now, self.catalog.known_places)
+
+    def _filters(self, reading: Reading) -> Filters:
+        """The store's filters for a reading; a place no indexed file was taken in is
+        said in a note (it matches nothing)."""
+        from searchengine.understand import fold
+
+        w = reading.filters
+        filters = make_filters(w.types, w.path, w.after, w.before, w.min_duration, w.max_duration)
+        if w.place:
+            filters.place = fold(w.place)
+            if not filters.place or not self.catalog.known_places([filters.place]):
+                reading.notes.append(f"no indexed photo or video was taken in '{w.place}'")
+        return filters
+
+    def _self_and_copies(self, path: str | os.PathLike[str]) -> tuple[int, ...] | None:
+        """Ids of an example file and of its exact copies in the index (same content)."""
+        from searchengine.crawler import file_hash
+
+        target = os.path.abspath(os.fspath(path))
+        key = os.fsencode(target)
+        record = self.catalog.file_by_key(key)
+        try:
+            st = os.stat(target)
+            fresh = record is not None and (record.size, record.mtime_ns) == (
+                st.st_size,
+                st.st_mtime_ns,
+            )
+            sha = record.sha if fresh and record is not None else file_hash(target)
+        except OSError:
+            sha = None
+        return tuple(sorted(self.catalog.same_content(key, sha))) or None
+
+    def _finish(self, hits: list[Hit], sort: str, reading: Reading | None = None) -> Hits:
+        """The page with each file's date, in the order asked for (a stable sort: files of
+        one date keep their relevance order)."""
+        page = hits if isinstance(hits, Hits) else Hits(hits)
+        dates = self.catalog.file_dates(h.file_id for h in page)
+        for hit in page:
+            hit.date = dates.get(hit.file_id)
+        if sort != "relevance":
+            sign = -1.0 if sort == "-date" else 1.0
+            page.sort(key=lambda h: (h.date is None, sign * (h.date or 0.0)))
+        page.reading = reading
+        return page
 
     def similar(
         self,
@@ -282,15 +362,21 @@ class Engine:
         min_duration: float | None = None,
         max_duration: float | None = None,
         cutoff: bool | None = None,
+        include_self: bool = False,
     ) -> Hits:
-        """Files like the given one (indexed or not), in the spaces that file lives in.
-        `k` and `cutoff` work as for `search`."""
+        """Files like the given one (indexed or not), in the spaces that file lives in,
+        without it and its exact copies unless `include_self`. `k` and `cutoff` work as for
+        `search`."""
         cut = k is None if cutoff is None else cutoff
         k = DEFAULT_K if k is None else k
         if k <= 0:
             raise UserError("-k must be at least 1")
         filters = make_filters(types, path_glob, after, before, min_duration, max_duration)
-        return self.ranker().run_similar(self._example_vectors(path), k, filters, cutoff=cut)
+        example = self._example_vectors(path)
+        if not include_self:
+            filters.exclude = self._self_and_copies(path)
+        hits = self.ranker().run_similar(example, k, filters, cutoff=cut)
+        return self._finish(hits, "relevance")
 
     def _example_vectors(self, path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
         """Per space, the mean vector of a file: stored if indexed, else embedded now."""
@@ -432,6 +518,14 @@ def make_filters(
         min_duration=min_duration,
         max_duration=max_duration,
     )
+
+
+SORTS = ("relevance", "date", "-date")
+
+
+def check_sort(sort: str) -> None:
+    if sort not in SORTS:
+        raise UserError(f"--sort wants one of {', '.join(SORTS)}, not '{sort}'")
 
 
 def check_types(types: Sequence[str] | None) -> list[str] | None:

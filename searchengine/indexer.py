@@ -23,6 +23,7 @@ from searchengine.crawler import ChangeSet, Entry, diff, display_path, read_erro
 from searchengine.deadline import DeadlineExceeded, iterate_with_deadline, ordered_with_deadline
 from searchengine.encoders.registry import SPACES
 from searchengine.errors import DecodeError, ModelUnavailable, Skip, UserError
+from searchengine.geo import add_place
 from searchengine.inflight import CRASH_REASON, STRIKES_TO_BLAME, Journal, crashes_in_child
 from searchengine.media import decode_file
 from searchengine.reembed import Redo, Reembedder
@@ -455,6 +456,7 @@ class Indexer:
         try:
             work.decoded = decode_file(entry.path, self.config)
             work.file_type = work.decoded.file_type
+            add_place(work.decoded.meta)  # GPS -> place names (searchengine/geo.py)
             if _is_short_media(work.decoded):
                 # a short clip's windows are few: take them now, in this decode thread, so
                 # they are embedded in one batch with other files rather than alone

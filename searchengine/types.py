@@ -4,7 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from searchengine.understand import Reading
 
 FILE_TYPES = ("text", "image", "audio", "video")
 """Modalities a file can have; `--type` accepts these."""
@@ -52,7 +56,9 @@ class Filters:
     """Restrictions applied inside retrieval (never after taking k), so pages stay full.
 
     `path_glob` is a SQLite GLOB over absolute paths; dates are epoch seconds (a photo's EXIF
-    date, else the file's modification time); durations are seconds (audio and video only).
+    date, else the file's modification time); durations are seconds (audio and video only);
+    `place` is a folded place name (understand.words.fold) of files taken there (from GPS);
+    `exclude` lists file ids never to return (an example file and its exact copies).
     """
 
     types: list[str] | None = None
@@ -61,6 +67,8 @@ class Filters:
     before: float | None = None
     min_duration: float | None = None
     max_duration: float | None = None
+    place: str | None = None
+    exclude: tuple[int, ...] | None = None
 
     def active(self) -> bool:
         return any(getattr(self, name) is not None for name in self.__slots__)
@@ -104,19 +112,26 @@ class Hit:
     raw_score: float = field(default=0.0, repr=False, compare=False)
     """The unclamped score that orders hits whose shown scores are equal."""
     file_id: int = field(default=0, repr=False, compare=False)
+    date: float | None = field(default=None, compare=False)
+    """When the file was made (EXIF date, else mtime), epoch seconds, when known."""
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        out = {
             "path": self.path,
             "type": self.type,
             "score": round(self.score, 4),
             "reason": self.reason,
             "segments": [s.to_json() for s in self.segments],
         }
+        if self.date is not None:
+            out["date"] = datetime.fromtimestamp(self.date).isoformat(timespec="seconds")
+        return out
 
 
 class Hits(list[Hit]):
     """A page of hits, best first (a plain list to its users), and `cut`: how many hits of
-    the page the adaptive cutoff left out (`--all` shows them)."""
+    the page the adaptive cutoff left out (`--all` shows them); `reading`: how a text
+    query was read (searchengine.understand.Reading), None for `similar`."""
 
     cut: int = 0
+    reading: Reading | None = None

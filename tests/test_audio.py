@@ -71,7 +71,7 @@ def test_clap_windows_cover_the_file_and_similar_finds_itself(recordings, tmp_pa
             for p in recordings.iterdir()
             if p.suffix in (".ogg", ".oga") and p.name != "truncated.ogg"
         ]
-        hits = eng.similar(real[0], k=2, types=["audio"])
+        hits = eng.similar(real[0], k=2, types=["audio"], include_self=True)
         assert Path(hits[0].path).name == real[0].name
         assert hits[0].segments and hits[0].segments[0].start is not None
         sound_hits = eng.search("a dog barking", k=3, types=["audio"])

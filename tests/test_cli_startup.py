@@ -24,6 +24,9 @@ NOT_FOR_QUERIES = (
     "PIL",
     "av",
     "pypdf",
+    "dateparser",
+    "reverse_geocode",
+    "scipy",
 )
 
 PROBE = """
@@ -93,6 +96,8 @@ COMMAND_LINES = [
     ["search", "--type", "image,video", "--like", "a.jpg", "dogs", "--diverse"],
     ["search", "--index=idx", "-k5", "q", "--min-score", "-1"],
     ["search", "x", "--no-diverse", "--diverse", "-k", "2", "-k", "4"],
+    ["search", "beach", "--sort", "-date", "--place", "Lisbon", "--literal", "--include-self"],
+    ["search", "photos from 2019", "--sort=date", "--sort", "relevance"],
     ["search", "--", "-k"],
     ["search", ""],
 ]

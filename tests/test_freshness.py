@@ -24,7 +24,7 @@ def test_open_reader_sees_another_process_commits(tmp_path: Path) -> None:
         assert hits[0].path.endswith("kayak.md")
         assert not any(h.path.endswith("astronomy.rst") for h in eng.search("Jupiter", k=10))
         assert eng.status()["files"] == 6
-        similar = eng.similar(docs / "kayak.md", k=3)
+        similar = eng.similar(docs / "kayak.md", k=3, include_self=True)
         assert similar[0].path.endswith("kayak.md")
         # another process refits the calibration: the open engine reads the new fit
         fits = {"text": {"model": eng.config.model_key("text"), "lo": 0.2, "vectors": 999}}

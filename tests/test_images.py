@@ -83,7 +83,7 @@ def test_similar_returns_the_photo_itself_first(library, index_dir, test_models,
     with Engine(index_dir, create=True, **tiny(test_models)) as eng:
         eng.index([library])
         for name in ("china.jpg", "coffee.png"):
-            hits = eng.similar(library / "photos" / name, k=3)
+            hits = eng.similar(library / "photos" / name, k=3, include_self=True)
             assert Path(hits[0].path).name == name
             assert hits[0].score == pytest.approx(1.0, abs=1e-4)
             assert hits[0].score >= hits[1].score
@@ -135,7 +135,7 @@ def test_cli_models_index_and_similar(library, index_dir, test_models):
     res = run_cli("models", "--index", str(index_dir), "--json")
     assert {r["space"]: r["available"] for r in json.loads(res.stdout)}["clip"] is True
     res = run_cli("similar", str(library / "photos" / "flower.jpg"), "--index",
-                  str(index_dir), "--json", "-k", "2")
+                  str(index_dir), "--json", "-k", "2", "--include-self")
     assert res.returncode == 0, res.stderr
     hits = json.loads(res.stdout)
     assert hits[0]["path"].endswith("flower.jpg") and hits[0]["type"] == "image"

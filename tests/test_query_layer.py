@@ -135,10 +135,14 @@ def test_negative_words_steer_away(tmp_path):
 def test_example_file_joins_the_query(mixed, tmp_path):
     root, index = mixed
     with Engine(index) as eng:
-        only_example = eng.search("", k=3, like=root / "photo4.jpg", types=["image"])
-        assert names(only_example)[0] == "photo4.jpg"
-        both = eng.search("a picture", k=3, like=root / "photo4.jpg", types=["image"])
+        example = root / "photo4.jpg"
+        only = eng.search("", k=3, like=example, types=["image"], include_self=True)
+        assert names(only)[0] == "photo4.jpg"
+        both = eng.search("a picture", k=3, like=example, types=["image"], include_self=True)
         assert names(both)[0] == "photo4.jpg"
+        # without include_self the example is left out and the page stays full
+        liked = eng.search("a picture", k=3, like=example)
+        assert "photo4.jpg" not in names(liked) and len(liked) == 3
         with pytest.raises(UserError):
             eng.search("", k=3)
 

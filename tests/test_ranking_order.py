@@ -48,8 +48,8 @@ def test_renamed_files_rank_the_same(two_indexes) -> None:
     one, i1, two, i2 = two_indexes
     with Engine(i1, readonly=True) as e1, Engine(i2, readonly=True) as e2:
         for name in ("a.txt", "d.txt"):
-            s1 = e1.similar(one / name, k=8)
-            s2 = e2.similar(two / RENAMED[name], k=8)
+            s1 = e1.similar(one / name, k=8, include_self=True)
+            s2 = e2.similar(two / RENAMED[name], k=8, include_self=True)
             assert len(s1) == 8
             assert _content_order(s1) == _content_order(s2)
             # most of the page sits under the display floor: still distinct raw scores
@@ -71,7 +71,7 @@ def test_similar_compares_documents_as_wholes(two_indexes) -> None:
             DOCS,
             key=lambda n: -float(eng.catalog.mean_vectors(records[n].id)["text"] @ example),
         )
-        hits = eng.similar(one / "c.txt", k=8, types=["text"])
+        hits = eng.similar(one / "c.txt", k=8, types=["text"], include_self=True)
         assert [Path(h.path).name for h in hits] == expected
         for h in hits:
             vec = eng.catalog.mean_vectors(records[Path(h.path).name].id)["text"]

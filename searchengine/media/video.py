@@ -43,6 +43,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import re
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -150,9 +151,11 @@ class VideoInfo:
     rotation: int
     codec: str
     has_audio: bool
+    gps: dict[str, float] | None = None
+    """Where it was filmed, from the container's ISO 6709 location tag (phones write one)."""
 
     def meta(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "duration": self.duration,
             "fps": self.fps,
             "width": self.width,
@@ -161,6 +164,9 @@ class VideoInfo:
             "codec": self.codec,
             "has_audio": self.has_audio,
         }
+        if self.gps:
+            out["gps"] = self.gps
+        return out
 
 
 @dataclass(slots=True)
@@ -205,6 +211,7 @@ def probe(path: str) -> VideoInfo:
             rotation=_TRANSPOSE_CLOCKWISE.get(transpose, 0),
             codec=stream.codec_context.name,
             has_audio=_has_audio(container),
+            gps=_location(container),
         )
 
 
@@ -406,6 +413,24 @@ def _setup(stream: Any) -> None:
     threads = int(os.environ.get("SEARCHENGINE_THREADS", "0") or 0)
     if threads > 0:
         stream.thread_count = threads
+
+
+LOCATION_TAGS = ("com.apple.quicktime.location.ISO6709", "location", "location-eng")
+_ISO6709 = re.compile(r"([+-]\d+(?:\.\d+)?)([+-]\d+(?:\.\d+)?)")
+
+
+def _location(container: Any) -> dict[str, float] | None:
+    """Signed degrees from an ISO 6709 tag ("+38.7223-009.1393+010.000/"): QuickTime's
+    location key or MP4's ©xyz, as FFmpeg names them. Anything malformed is no position."""
+    tags = container.metadata or {}
+    for name in LOCATION_TAGS:
+        m = _ISO6709.match(str(tags.get(name) or "").strip())
+        if not m:
+            continue
+        lat, lon = float(m.group(1)), float(m.group(2))
+        if abs(lat) <= 90 and abs(lon) <= 180 and (lat, lon) != (0.0, 0.0):
+            return {"lat": round(lat, 7), "lon": round(lon, 7)}
+    return None
 
 
 def _has_audio(container: Any) -> bool:

@@ -48,9 +48,11 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import OperationalError
 
+from searchengine.geo import place_names
 from searchengine.store import schema
 from searchengine.store.schema import decode_vector, decode_vectors, encode_vector
 from searchengine.types import Filters, Segment
+from searchengine.understand.words import fold
 
 metadata = MetaData()
 
@@ -155,12 +157,15 @@ class SegmentRow:
 
 
 def name_tokens(path: str, meta: dict[str, Any] | None = None) -> str:
-    """File name, parent folders and descriptive metadata (title, camera, date) as words, so
-    BM25 finds `IMG_2041 beach` or `Canon 2019` even before a model has embedded the file."""
+    """File name, parent folders and descriptive metadata (title, camera, date, place) as
+    words, so BM25 finds `IMG_2041 beach`, `Canon 2019` or `Lisbon` even before a model has
+    embedded the file."""
     parts = list(Path(path).parts[-3:])
     for key in ("title", "camera", "taken_at"):
         if meta and meta.get(key):
             parts.append(str(meta[key]))
+    names = dict.fromkeys(name for _, name in place_names((meta or {}).get("place")))
+    parts.extend(names)
     return " ".join(re.split(r"[\W_]+", " ".join(parts))).strip()
 
 
@@ -300,6 +305,7 @@ class Catalog:
             text("INSERT INTO file_fts(rowid, name) VALUES (:id, :name)"),
             {"id": file_id, "name": name_tokens(record.path, record.meta)},
         )
+        _write_places(conn, file_id, record.meta)
         _insert_segments(conn, file_id, segs, vectors, models)
         refresh_file_vectors(conn, [file_id])
         return file_id
@@ -793,6 +799,39 @@ class Catalog:
         with self.engine.connect() as conn:
             return [(int(r[0]), float(r[1])) for r in conn.execute(text(sql), params)]
 
+    def known_places(self, keys: Iterable[str]) -> dict[str, str]:
+        """Of these folded phrases (see understand.words.fold), those naming the place of
+        an indexed file -> the stored spelling ("sao paulo" -> "São Paulo")."""
+        keys = list(dict.fromkeys(keys))
+        if not keys:
+            return {}
+        stmt = text(
+            "SELECT key, min(name) FROM file_places WHERE key IN :keys GROUP BY key"
+        ).bindparams(bindparam("keys", expanding=True))
+        with self.engine.connect() as conn:
+            return {str(k): str(n) for k, n in conn.execute(stmt, {"keys": keys})}
+
+    def file_dates(self, file_ids: Iterable[int]) -> dict[int, float]:
+        """When each file was made, as far as the catalog knows (EXIF date, else mtime)."""
+        ids = list(file_ids)
+        out: dict[int, float] = {}
+        with self.engine.connect() as conn:
+            for i in range(0, len(ids), 900):
+                rows = conn.execute(
+                    select(files.c.id, files.c.date).where(files.c.id.in_(ids[i : i + 900]))
+                )
+                out.update({int(r.id): float(r.date) for r in rows if r.date is not None})
+        return out
+
+    def same_content(self, path_key: bytes, sha: str | None) -> set[int]:
+        """The file at `path_key` (if indexed) and every file whose content hash is `sha`."""
+        with self.engine.connect() as conn:
+            here = select(files.c.id).where(files.c.path_key == path_key)
+            out = set(conn.execute(here).scalars())
+            if sha:
+                out.update(conn.execute(select(files.c.id).where(files.c.sha == sha)).scalars())
+        return {int(i) for i in out}
+
     def files_with_other_meta(self, types: Sequence[str], key: str, value: str) -> set[int]:
         """Files of `types` whose recorded meta[key] differs from `value` (a changed setting,
         such as the speech model, that means their segments must be made again)."""
@@ -953,6 +992,59 @@ def _insert_segments(
         conn.execute(insert(segments), rows)
 
 
+def _write_places(conn: Connection, file_id: int, meta: dict[str, Any] | None) -> None:
+    """A file's place names (from `meta["place"]`, see geo.py), replacing any it had."""
+    conn.execute(text("DELETE FROM file_places WHERE file_id = :id"), {"id": file_id})
+    rows = [
+        {"id": file_id, "level": level, "name": name, "key": fold(name)}
+        for level, name in place_names((meta or {}).get("place"))
+        if fold(name)
+    ]
+    if rows:
+        conn.execute(
+            text(
+                "INSERT INTO file_places(file_id, level, name, key) "
+                "VALUES (:id, :level, :name, :key)"
+            ),
+            rows,
+        )
+
+
+def fill_places(conn: Connection, batch: int = 500) -> int:
+    """Name the places of files that have a GPS position but no place yet (a catalog from
+    before places were kept): their meta gains `place`, `file_places` its names and the
+    file-name document the words. Returns how many files got a place."""
+    from searchengine.geo import places_of
+
+    rows = conn.execute(
+        text(
+            "SELECT id, path, meta FROM files WHERE meta LIKE '%\"gps\"%' "
+            "AND json_extract(meta, '$.gps.lat') IS NOT NULL "
+            "AND json_extract(meta, '$.place') IS NULL"
+        )
+    ).all()
+    named = 0
+    for i in range(0, len(rows), batch):
+        part = rows[i : i + batch]
+        metas = [json.loads(r.meta) for r in part]
+        coords = [(float(m["gps"]["lat"]), float(m["gps"]["lon"])) for m in metas]
+        for row, meta, place in zip(part, metas, places_of(coords), strict=True):
+            if not place:
+                continue
+            meta["place"] = place
+            conn.execute(
+                update(files).where(files.c.id == row.id).values(meta=json.dumps(meta))
+            )
+            _write_places(conn, row.id, meta)
+            conn.execute(text("DELETE FROM file_fts WHERE rowid = :id"), {"id": row.id})
+            conn.execute(
+                text("INSERT INTO file_fts(rowid, name) VALUES (:id, :name)"),
+                {"id": row.id, "name": name_tokens(row.path, meta)},
+            )
+            named += 1
+    return named
+
+
 def refresh_file_vectors(conn: Connection, file_ids: Sequence[int]) -> None:
     """Recompute the whole-file vector of each file and space from its segment vectors (the
     normalised mean of its dominant model's vectors). A changed vector gets a new id, so the
@@ -1010,6 +1102,11 @@ def _filters(sql: str, params: dict[str, Any], filters: Filters) -> tuple[str, d
     if filters.path_glob:
         sql += " AND f.path GLOB :glob"
         params["glob"] = filters.path_glob
+    if filters.place:
+        sql += " AND f.id IN (SELECT file_id FROM file_places WHERE key = :place)"
+        params["place"] = filters.place
+    if filters.exclude:  # integers only: safe to inline, and no list parameter to expand
+        sql += f" AND f.id NOT IN ({', '.join(str(int(i)) for i in filters.exclude)})"
     for column, op, value in (
         ("date", ">=", filters.after),
         ("date", "<", filters.before),

@@ -5,7 +5,10 @@ Version 1 is the format of the first release: float32 vector blobs, an FTS5 tabl
 its own copy of the segment text, no tombstones and no whole-file vectors (it had no
 version number: `PRAGMA user_version` 0 with a `segments` table). Version 2 stores vectors
 as float16, indexes segment text with external-content FTS5, keeps whole-file vectors and
-tombstones. A catalog newer than this code is refused.
+tombstones. Version 3 adds `file_places`: the place names (locality, city, county,
+region, country) of photos and videos with a GPS position, for the place filter; the names
+also join the file-name FTS5 document, so BM25 finds "Lisbon". A catalog newer than this
+code is refused.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from collections.abc import Callable
 import numpy as np
 from sqlalchemy import Connection, text
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 TABLES = [
     """CREATE TABLE IF NOT EXISTS files (
@@ -67,6 +70,13 @@ TABLES = [
     "content_rowid='id', tokenize='porter unicode61')",
     "CREATE VIRTUAL TABLE IF NOT EXISTS segment_vocab USING fts5vocab(segment_fts, 'row')",
     "CREATE VIRTUAL TABLE IF NOT EXISTS file_fts USING fts5(name, tokenize='porter unicode61')",
+    """CREATE TABLE IF NOT EXISTS file_places (
+        file_id INTEGER NOT NULL REFERENCES files(id) ON DELETE CASCADE,
+        level VARCHAR(16) NOT NULL,
+        name TEXT NOT NULL,
+        key TEXT NOT NULL,
+        PRIMARY KEY (file_id, level))""",
+    "CREATE INDEX IF NOT EXISTS ix_file_places_key ON file_places(key, file_id)",
 ]
 
 TRIGGERS = [
@@ -164,7 +174,17 @@ def _v1_to_v2(conn: Connection) -> None:
     conn.execute(text("DELETE FROM tombstones"))
 
 
-MIGRATIONS: dict[int, Callable[[Connection], None]] = {1: _v1_to_v2}
+def _v2_to_v3(conn: Connection) -> None:
+    """`file_places`, filled for the files that already have a GPS position (their meta
+    gains `place`, their file-name document the names)."""
+    for stmt in TABLES:
+        conn.execute(text(stmt))
+    from searchengine.store.catalog import fill_places
+
+    fill_places(conn)
+
+
+MIGRATIONS: dict[int, Callable[[Connection], None]] = {1: _v1_to_v2, 2: _v2_to_v3}
 """from-version -> step to the next version."""
 
 
