@@ -391,8 +391,12 @@ def evaluate(
             with ranking(eng, mode):
                 for query, relevant in labelled.queries:
                     t0 = time.perf_counter()
-                    hits = eng.search(
-                        query, k=MRR_K, types=[labelled.file_type], diverse=mode.diverse
+                    hits = eng.search(  # literal: ranking of the words, no dates read
+                        query,
+                        k=MRR_K,
+                        types=[labelled.file_type],
+                        diverse=mode.diverse,
+                        literal=True,
                     )
                     took.append(time.perf_counter() - t0)
                     shown = [h for h in hits if not (mode.drop_zero and h.score <= 0)]
