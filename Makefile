@@ -20,11 +20,14 @@ $(VENV)/.installed: pyproject.toml
 	$(PIP) install -q --disable-pip-version-check -e '.[test]'
 	touch $@
 
-# espeak-ng speaks the test recordings for the speech tests (Debian package, needs root).
+# espeak-ng speaks the test recordings for the speech tests; chromium runs the web page's
+# browser tests (Playwright drives it; no browser download). Debian packages, need root.
 sysdeps:
-	@command -v espeak-ng >/dev/null || { apt-get update -qq && \
-	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq espeak-ng >/dev/null; } || \
-	    { echo "install espeak-ng (apt-get install espeak-ng) for the speech tests"; exit 1; }
+	@command -v espeak-ng >/dev/null && command -v chromium >/dev/null || \
+	    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+	      apt-get install -y -qq espeak-ng chromium >/dev/null; } || \
+	    { echo "install espeak-ng and chromium (apt-get install espeak-ng chromium) for the tests"; \
+	      exit 1; }
 
 models: install
 	$(PY) scripts/make_test_models.py --out tests/.models

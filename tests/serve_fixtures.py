@@ -15,7 +15,7 @@ from tests.conftest import write_corpus
 from tests.video_fixtures import make_slideshow
 
 PHOTOS = ["Nature/wave.jpg", "Nature/canyon.jpg", "Indoors/kitchen.jpg"]
-SOUND = "sound-theme-freedesktop/bell.oga"
+SOUND = "sound-theme-freedesktop/alarm-clock-elapsed.oga"
 SCENE_S = 2.0
 
 
@@ -37,11 +37,13 @@ def make_library(root: Path, sample_dir: Path) -> dict[str, Path]:
     (root / "images").mkdir()
     for path in photos[:2]:
         shutil.copy(path, root / "images" / path.name)
+    data = photos[2].read_bytes()
+    (root / "images" / "broken.jpg").write_bytes(data[: len(data) // 3])  # fails, with a reason
     (root / "sounds").mkdir()
     sound = sample_dir / "sounds" / SOUND
     if not sound.exists():
         sound = sorted((sample_dir / "sounds").rglob("*.oga"))[0]
-    shutil.copy(sound, root / "sounds" / sound.name)
+    shutil.copy(sound, root / "sounds" / "alarm-clock.oga")
     (root / "video").mkdir()
     frames = [Image.open(p).convert("RGB") for p in photos]
     make_slideshow(root / "video" / "three-scenes.mp4", frames, SCENE_S)
@@ -70,7 +72,7 @@ def served_library(tmp_path_factory, sample_dir, test_models) -> dict[str, Path]
         make_library(info["root"], sample_dir)
         with Engine(info["index"], create=True, **tiny_models(test_models)) as eng:
             summary = eng.index([info["root"]])
-            assert summary.added == 11 and summary.failed == 0, summary.problems
+            assert summary.added == 12 and summary.failed == 1, summary.problems
         (base / "done").touch()
     info["scene2"] = photo_paths(sample_dir)[1]
     return info

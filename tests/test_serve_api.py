@@ -214,7 +214,9 @@ def test_duplicates_status_models_and_schema(client):
     error_of(client.get("/api/duplicates", params={"type": "x"}), 400)
     status = client.get("/api/status").json()
     assert status["types"]["text"]["indexed"] >= 7
-    assert status["types"]["image"]["indexed"] == 2
+    assert status["types"]["image"]["indexed"] == 2 and status["types"]["image"]["failed"] == 1
+    assert [f["path"].endswith("broken.jpg") for f in status["failed"]] == [True]
+    assert "truncated" in status["failed"][0]["reason"]
     assert status["types"]["audio"]["indexed"] == 1
     assert status["types"]["video"]["indexed"] == 1
     models = client.get("/api/models").json()
@@ -253,7 +255,7 @@ def test_media_with_range_and_safe_types(client, lib, ids):
     assert r.headers["content-range"] == f"bytes 100-199/{len(full)}"
     r = client.get(f"/api/files/{vid}/media", headers={"range": f"bytes={len(full) + 10}-"})
     assert r.status_code == 416
-    r = client.get(f"/api/files/{ids['bell.oga']}/media", headers={"range": "bytes=0-"})
+    r = client.get(f"/api/files/{ids['alarm-clock.oga']}/media", headers={"range": "bytes=0-"})
     assert r.status_code == 206 and r.headers["content-type"] == "audio/ogg"
     r = client.get(f"/api/files/{ids['recipe.html']}/media")
     assert r.headers["content-type"] == "text/plain; charset=utf-8"  # never run as a page
@@ -263,6 +265,7 @@ def test_media_with_range_and_safe_types(client, lib, ids):
     assert info["name"] == "three-scenes.mp4" and info["type"] == "video"
     assert info["size"] == len(full)
     assert "no file with id 77777" in error_of(client.get("/api/files/77777/media"), 404)
+    assert "is failed" in error_of(client.get(f"/api/files/{ids['broken.jpg']}/media"), 404)
     error_of(client.get("/api/files/-1"), 404)
 
 
@@ -283,7 +286,7 @@ def test_thumbnails_show_the_frame_of_the_moment(client, ids):
     error_of(client.get(f"/api/files/{vid}/thumb", params={"at": -1}), 422)
     error_of(client.get(f"/api/files/{vid}/thumb", params={"size": 5}), 422)
     assert "only images and videos" in error_of(
-        client.get(f"/api/files/{ids['bell.oga']}/thumb"), 404
+        client.get(f"/api/files/{ids['alarm-clock.oga']}/thumb"), 404
     )
 
 
@@ -415,7 +418,7 @@ def test_binding_beyond_loopback_makes_and_prints_a_token(lib):
         assert httpx.get(f"{base}/api/status", timeout=30).status_code == 401
         bearer = {"authorization": f"Bearer {token}"}
         r = httpx.get(f"{base}/api/status", headers=bearer, timeout=30)
-        assert r.status_code == 200 and r.json()["files"] >= 11
+        assert r.status_code == 200 and r.json()["files"] >= 12
     finally:
         stop.set()
         thread.join(20)

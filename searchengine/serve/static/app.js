@@ -169,7 +169,12 @@ function highlight(text, words) {
 
 function seekAndPlay(player, at) {
   const start = () => { player.currentTime = at; player.play().catch(() => {}); };
-  if (player.readyState >= 1) start(); else player.addEventListener("loadedmetadata", start, { once: true });
+  if (player.readyState >= 1) return start();
+  player.addEventListener("loadedmetadata", start, { once: true });
+  if (player.preload === "none") {  // a sound waits unloaded until asked for
+    player.preload = "auto";
+    player.load();
+  }
 }
 
 function card(hit) {
