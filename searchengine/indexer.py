@@ -46,6 +46,7 @@ DECODE_TIMEOUT_S = 120.0
 """Default time limit for decoding one file (or one part of a long one);
 $SEARCHENGINE_DECODE_TIMEOUT (seconds) overrides it."""
 MISSING_ROOT = "missing (unplugged drive or moved folder?)"
+EMPTY_ROOT = "empty (an unmounted drive?)"
 NOTED_PATHS = 5
 """Unreadable paths named one by one in a run's notes; the rest are counted."""
 
@@ -167,8 +168,11 @@ class Indexer:
             if len(entries) % 200 == 0:
                 report("scan", len(entries), 0, entry.path)
         report("scan", len(entries), len(entries), "")
+        empty = _empty_roots(present, entries, records, unreadable)
+        missing.update(empty)
         if not prune:
             unreadable.update(dict.fromkeys(missing, MISSING_ROOT))
+            unreadable.update(dict.fromkeys(empty, EMPTY_ROOT))
         retry, redo = self._retry()
         cs = diff(
             entries,
@@ -685,6 +689,29 @@ def _missing_roots(roots: list[str], records: list[FileRecord]) -> dict[str, int
     return missing
 
 
+def _empty_roots(
+    roots: list[str], entries: list[Entry], records: list[FileRecord], unreadable: dict[str, str]
+) -> dict[str, int]:
+    """Folders given as roots that hold nothing now but had indexed files -> how many. An
+    unplugged drive often leaves its empty mount folder behind: that is no deletion."""
+    folders = [r for r in roots if os.path.isdir(r) and r not in unreadable]
+    if not folders:
+        return {}
+    seen: set[str] = set()
+    for entry in entries:
+        if len(seen) == len(folders):
+            break
+        seen.update(r for r in folders if r not in seen and under(entry.path, [r]))
+    empty: dict[str, int] = {}
+    for root in folders:
+        if root in seen:
+            continue
+        held = sum(1 for r in records if under(os.fsdecode(r.path_key), [root]))
+        if held:
+            empty[root] = held
+    return empty
+
+
 def _note_unreachable(
     cs: ChangeSet,
     unreadable: dict[str, str],
@@ -702,11 +729,12 @@ def _note_unreachable(
         name = display_path(root)
         if prune:
             gone = sum(1 for r in cs.deleted if under(os.fsdecode(r.path_key), [root]))
-            summary.note(f"{name} is missing: forgot the {gone} files indexed under it")
+            how = "empty" if os.path.isdir(root) else "missing"
+            summary.note(f"{name} is {how}: forgot the {gone} files indexed under it")
         else:
             summary.note(
-                f"{name} is {MISSING_ROOT}: its {held} indexed files are kept "
-                f"('searchengine index --prune {name}' forgets them)"
+                f"{name} is {unreadable.get(root, MISSING_ROOT)}: its {held} indexed files "
+                f"are kept ('searchengine index --prune {name}' forgets them)"
             )
     others = [(p, why) for p, why in unreadable.items() if p not in missing]
     for path, why in others[:NOTED_PATHS]:

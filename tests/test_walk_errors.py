@@ -13,7 +13,7 @@ import pytest
 from searchengine import Engine
 from searchengine import indexer as indexer_module
 from searchengine.errors import UserError
-from searchengine.indexer import MISSING_ROOT
+from searchengine.indexer import EMPTY_ROOT, MISSING_ROOT
 from tests import test_changes
 from tests.conftest import run_cli, write_corpus
 from tests.test_changes import segment_ids
@@ -200,3 +200,38 @@ def test_cli_missing_root_summary_status_and_prune(tmp_path, index_dir):
     res = run_cli("status", "--index", str(index_dir), "--json")
     info = json.loads(res.stdout)
     assert info["files"] == 6 and info["unreachable"] == []
+
+
+def test_empty_mount_folder_is_no_deletion(tmp_path, index_dir, embed_calls):
+    """An unplugged drive often leaves its mount folder behind, empty: its files are kept
+    (reported as unreachable) until `--prune`; files deleted from a folder that still holds
+    others are deleted as usual."""
+    docs = write_corpus(tmp_path / "docs")
+    drive = write_corpus(tmp_path / "mnt" / "drive", DRIVE)
+    with Engine(index_dir, create=True) as eng:
+        eng.index([docs, drive])
+        embed_calls.clear()
+        for child in drive.iterdir():  # unmounted: the folder is there, with nothing in it
+            child.unlink()
+        (docs / "garden.md").unlink()  # an ordinary deletion beside it
+        summary = eng.index([docs, drive])
+        assert summary.deleted == 1 and summary.unreachable == 2 and embed_calls == []
+        notes = [n for n in summary.notes if str(drive) in n]
+        assert len(notes) == 1 and EMPTY_ROOT in notes[0] and "--prune" in notes[0]
+        away = eng.status()["unreachable"]
+        assert {(Path(u["path"]).name, u["reason"]) for u in away} == {
+            (name, EMPTY_ROOT) for name in DRIVE
+        }
+        assert eng.search("sea kayak by the cliffs", k=1)[0].path.startswith(str(drive))
+        write_corpus(tmp_path / "remount", DRIVE)  # mounted again: nothing re-embedded
+        for child in (tmp_path / "remount").iterdir():
+            shutil.copy2(child, drive / child.name)
+        back = eng.index([docs, drive])
+        assert back.deleted == 0 and back.unchanged == 7 and embed_calls == []
+        for child in drive.iterdir():
+            child.unlink()
+        pruned = eng.index([docs, drive], prune=True)
+        assert pruned.deleted == 2
+        assert [n for n in pruned.notes if str(drive) in n] == [
+            f"{drive} is empty: forgot the 2 files indexed under it"
+        ]
