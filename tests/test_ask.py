@@ -67,10 +67,15 @@ def tone(path: Path, seconds: float, freq: float, day: str | None = None) -> Pat
     return path
 
 
-def video_at(path: Path, where: tuple[float, float]) -> Path:
-    """A one-second MP4 whose location tag (©xyz, ISO 6709) is `where`."""
-    container = av.open(str(path), "w")
-    container.metadata["location"] = f"{where[0]:+.4f}{where[1]:+09.4f}/"
+def video_at(path: Path, where: tuple[float, float] | str, tag: str = "location") -> Path:
+    """A one-second video whose location tag (ISO 6709) is `where`: MP4's ©xyz, or with
+    `tag` another key (QuickTime's, in a .mov)."""
+    value = where if isinstance(where, str) else f"{where[0]:+.4f}{where[1]:+09.4f}/"
+    if path.suffix == ".mov":
+        container = av.open(str(path), "w", format="mov", options={"movflags": "use_metadata_tags"})
+    else:
+        container = av.open(str(path), "w")
+    container.metadata[tag] = value
     stream = container.add_stream("mpeg4", rate=10)
     stream.width, stream.height, stream.pix_fmt = 64, 64, "yuv420p"
     for i in range(10):
@@ -141,6 +146,18 @@ def test_gps_photos_and_videos_get_place_names(library):
     assert places["img_003.jpg"]["city"] == "Paris"
     assert places["img_003.jpg"]["country"] == "France"
     assert places["img_004.jpg"] is None and places["server.txt"] is None
+
+
+def test_video_location_tags(tmp_path):
+    from searchengine.media.video import probe
+
+    quicktime = "com.apple.quicktime.location.ISO6709"
+    mov = video_at(tmp_path / "phone.mov", "+38.7223-009.1393+010.000/", tag=quicktime)
+    assert probe(str(mov)).gps == {"lat": 38.7223, "lon": -9.1393}
+    assert probe(str(video_at(tmp_path / "p.mp4", PARIS))).gps == {"lat": 48.8566, "lon": 2.3522}
+    for bad in ("+0000.000+00000.000/", "+3843.338-00908.358/", "nowhere"):
+        assert probe(str(video_at(tmp_path / "bad.mp4", bad))).gps is None
+    assert "gps" not in probe(str(video_at(tmp_path / "bad.mp4", "x", tag="title"))).meta()
 
 
 def test_place_names_are_found_by_bm25(library):
