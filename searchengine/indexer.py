@@ -46,6 +46,9 @@ DECODE_TIMEOUT_S = 120.0
 """Default time limit for decoding one file (or one part of a long one);
 $SEARCHENGINE_DECODE_TIMEOUT (seconds) overrides it."""
 MISSING_ROOT = "missing (unplugged drive or moved folder?)"
+ATTEMPTS = 3
+"""Runs that try a file failed for a reason that may pass (a time limit under load, a read
+error, a model error) before it waits for a change of the file."""
 EMPTY_ROOT = "empty (an unmounted drive?)"
 NOTED_PATHS = 5
 """Unreadable paths named one by one in a run's notes; the rest are counted."""
@@ -123,6 +126,7 @@ class _Work:
     waiting: set[str] = field(default_factory=set)
     embed_failed: bool = False  # its segments are not stored
     keep: tuple[str, str] | None = None  # (path, why): unreadable now, old entry kept
+    transient: bool = False  # failed for a reason that may pass: retried on later runs
 
 
 class Indexer:
@@ -139,6 +143,8 @@ class Indexer:
         self.index_dir = index_dir
         self.decode_timeout_s = decode_timeout()
         self.journal: Journal | None = None
+        self.attempts: dict[int, int] = {}  # file id -> runs that failed it, for retries
+        self.retry_next = 0  # files failed now that the next run tries again
 
     def run(
         self,
@@ -207,6 +213,11 @@ class Indexer:
                 ).run({f: r for f, r in redo.items() if f not in done_now}, summary, report)
             finally:
                 self.journal = None
+        if self.retry_next:
+            summary.note(
+                f"{self.retry_next} files failed for a reason that may pass (a time limit, a "
+                f"read or model error): the next runs try them again, up to {ATTEMPTS} times"
+            )
         self.store.sync(SPACES)
         self._record_identities()
         calibration.refresh(self.store, self.models, self.config)
@@ -218,7 +229,9 @@ class Indexer:
         """Files to process again though unchanged on disk: pending ones whose model is now
         found (whole), and ones whose vectors came from a model the config no longer names
         or whose speech setting changed (only that part, see reembed.py)."""
-        full: set[int] = set()
+        self.attempts = self.catalog.failed_to_retry(ATTEMPTS)
+        self.retry_next = 0
+        full: set[int] = set(self.attempts)
         pending = self.catalog.pending_waiting()
         waited = {s for spaces in pending.values() for s in spaces}
         # resolving a space may import its model library (open_clip brings torch): only
@@ -442,7 +455,7 @@ class Indexer:
         entry, record, sha = item
         if self.journal is not None:  # a hang is no crash: its thread may still end
             self.journal.discard(entry.key)
-        work = _Work(entry=entry, record=record, sha=sha, state="failed")
+        work = _Work(entry=entry, record=record, sha=sha, state="failed", transient=True)
         work.reason = self._too_slow()
         work.file_type = record.type if record is not None else _guess_type(entry.path)
         return work
@@ -482,6 +495,7 @@ class Indexer:
         except OSError as exc:
             work.state, work.reason = "failed", f"read error: {exc.strerror or exc}"
             work.keep = (entry.path, read_error(exc))
+            work.transient = True
         except Exception as exc:  # a decoder bug must cost one file, not the run
             work.state, work.reason = "failed", f"decoder error: {type(exc).__name__}: {exc}"
         if work.record is None:
@@ -528,6 +542,11 @@ class Indexer:
                 meta = dict(work.decoded.meta) if work.decoded else {}
                 if work.waiting:
                     meta["waiting"] = sorted(work.waiting)
+                if work.state == "failed" and work.transient:
+                    tries = self.attempts.get(work.record.id, 0) if work.record else 0
+                    meta["attempts"] = tries + 1
+                    if tries + 1 < ATTEMPTS:
+                        self.retry_next += 1
                 record = NewFile(
                     path_key=work.entry.key,
                     path=display_path(work.entry.path),
@@ -602,6 +621,7 @@ class Indexer:
                 work.state = "failed"
                 work.reason = f"embedding error: {type(exc).__name__}: {first}".rstrip(": ")
                 work.embed_failed = True
+                work.transient = not isinstance(exc, BadVectors)
                 continue
             out.update(zip(group, rows, strict=True))
         return out
@@ -632,7 +652,7 @@ class Indexer:
                 vecs += self._embed([(work, seg) for seg in part], summary)
                 segs += part
         except DeadlineExceeded:
-            work.state, work.reason = "failed", self._too_slow()
+            work.state, work.reason, work.transient = "failed", self._too_slow(), True
         except (DecodeError, OSError) as exc:
             work.state, work.reason = "failed", f"decode error: {exc}"
         except Exception as exc:  # one bad file must not end the run
@@ -750,9 +770,13 @@ def _note_unreachable(
 def _check_rows(rows: np.ndarray, expected: int) -> None:
     """A model answer that cannot be stored is an embedding error, not a stored vector."""
     if len(rows) != expected:
-        raise ValueError(f"the model returned {len(rows)} vectors for {expected} inputs")
+        raise BadVectors(f"the model returned {len(rows)} vectors for {expected} inputs")
     if not np.isfinite(np.asarray(rows, dtype=np.float32)).all():
-        raise ValueError("the model returned vectors that are not finite")
+        raise BadVectors("the model returned vectors that are not finite")
+
+
+class BadVectors(ValueError):
+    """The model answered, wrongly, for this input: trying again gives the same answer."""
 
 
 SHORT_MEDIA_S = 30.0

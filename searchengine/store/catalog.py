@@ -844,6 +844,16 @@ class Catalog:
         with self.engine.connect() as conn:
             return set(conn.execute(text(sql), params).scalars())
 
+    def failed_to_retry(self, attempts: int) -> dict[int, int]:
+        """Failed files whose failure may pass (see the indexer's `transient`) and that
+        fewer than `attempts` runs have tried -> how many have."""
+        sql = (
+            "SELECT id, json_extract(meta, '$.attempts') FROM files WHERE state = 'failed' "
+            "AND meta LIKE '%\"attempts\"%' AND json_extract(meta, '$.attempts') < :n"
+        )
+        with self.engine.connect() as conn:
+            return {int(r[0]): int(r[1]) for r in conn.execute(text(sql), {"n": attempts})}
+
     def pending_waiting(self) -> dict[int, list[str]]:
         """Pending files and the spaces whose models they wait for."""
         with self.engine.connect() as conn:
