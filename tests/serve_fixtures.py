@@ -4,7 +4,9 @@ tiny random CLIP/CLAP (plumbing only) and the packaged MiniLM text model."""
 
 from __future__ import annotations
 
+import os
 import shutil
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -17,6 +19,7 @@ from tests.video_fixtures import make_slideshow
 PHOTOS = ["Nature/wave.jpg", "Nature/canyon.jpg", "Indoors/kitchen.jpg"]
 SOUND = "sound-theme-freedesktop/alarm-clock-elapsed.oga"
 SCENE_S = 2.0
+OLD_DOCS = {"garden.md": "2019-06-01", "astronomy.rst": "2020-03-01"}
 
 
 def photo_paths(sample_dir: Path) -> list[Path]:
@@ -33,6 +36,9 @@ def photo_paths(sample_dir: Path) -> list[Path]:
 def make_library(root: Path, sample_dir: Path) -> dict[str, Path]:
     write_corpus(root / "docs")
     shutil.copy(root / "docs" / "budget.txt", root / "docs" / "budget-copy.txt")  # a duplicate
+    for name, day in OLD_DOCS.items():  # dated files, for date filters and sorting
+        stamp = datetime.fromisoformat(day).timestamp()
+        os.utime(root / "docs" / name, (stamp, stamp))
     photos = photo_paths(sample_dir)
     (root / "images").mkdir()
     for path in photos[:2]:

@@ -100,6 +100,11 @@ def test_search_filters_like_and_not(client, lib, ids):
     assert names(q="scenes", type="video", min_duration=SCENE_S) == ["three-scenes.mp4"]
     assert names(q="pancakes", after="2999-01-01") == []
     assert names(q="pancakes", before="2999-01-01", k=1) == ["recipe.html"]
+    assert names(q="garden compost", before="2020-01-01", all=True) == ["garden.md"]
+    assert "garden.md" not in names(q="garden compost", after="2019-07-01", all=True)
+    by_date = names(q="garden compost planet", k=4, type="text", sort="date")
+    assert by_date[:2] == ["garden.md", "astronomy.rst"]  # oldest first
+    assert names(q="garden compost planet", k=4, type="text", sort="-date")[-2:] == by_date[1::-1]
     assert len(names(q="garden", k=2)) == 2
     assert len(names(q="garden", all=True, k=3, diverse=False, min_score=0)) == 3
     assert names(q="the planet Jupiter", k=1, min_score=0.99) == []
@@ -111,8 +116,39 @@ def test_search_filters_like_and_not(client, lib, ids):
     def top_score(**params) -> float:
         return client.get("/api/search", params=params).json()["hits"][0]["score"]
 
+    read = client.get("/api/search", params={"q": "pancakes from last year"}).json()
+    assert read["hits"] == [] and read["reading"]["text"] == "pancakes"  # a date was read
+    assert set(read["reading"]["filters"]) == {"after", "before"}
+    assert names(q="pancakes from last year", literal=True, k=1) == ["recipe.html"]
+
     plain = top_score(q="planet moons", k=1)
     assert top_score(q="planet moons", k=1, **{"not": "Jupiter, Galileo and astronomy"}) < plain
+
+
+@pytest.mark.parametrize(
+    ("params", "status", "says"),
+    [
+        ({"q": "x", "k": "abc"}, 422, "k:"),
+        ({"q": "x", "k": 0}, 422, "k:"),
+        ({"q": "x", "k": 100000}, 422, "k:"),
+        ({"q": "x", "type": "movies"}, 400, "unknown type 'movies'"),
+        ({"q": "x", "after": "yesterday"}, 400, "--after wants a date"),
+        ({"q": "x", "before": "2024-13-45"}, 400, "--before wants a date"),
+        ({"q": "x", "min_score": 2}, 422, "min_score"),
+        ({"q": "x", "min_duration": -1}, 422, "min_duration"),
+        ({"q": "x", "max_duration": "nan"}, 422, "max_duration"),
+        ({"q": "x", "diverse": "maybe"}, 422, "diverse"),
+        ({"q": "x", "min-score": 0.5}, 422, "min-score"),
+        ({"q": "x", "sort": "sideways"}, 400, "--sort wants one of"),
+        ({"q": "x", "literal": "perhaps"}, 422, "literal"),
+        ({"q": "   "}, 400, "the query is empty"),
+        ({}, 400, "the query is empty"),
+        ({"q": "x", "like": 999999}, 404, "no file with id 999999"),
+        ({"q": "x", "like": "../../etc/passwd"}, 422, "like"),
+    ],
+)
+def test_malformed_search_gets_a_clear_4xx(client, params, status, says):
+    assert says in error_of(client.get("/api/search", params=params), status)
 
 
 # ---- similar, uploads ---------------------------------------------------------------------
@@ -122,6 +158,9 @@ def test_similar_to_an_indexed_file_and_bad_ids(client, ids):
     r = client.get(f"/api/similar/{ids['wave.jpg']}", params={"type": "image", "k": 5})
     assert r.status_code == 200
     assert {h["type"] for h in r.json()["hits"]} == {"image"}
+    assert "wave.jpg" not in [h["name"] for h in r.json()["hits"]]  # the example left out
+    r = client.get(f"/api/similar/{ids['wave.jpg']}", params={"include_self": True, "k": 1})
+    assert [(h["name"], h["score"]) for h in r.json()["hits"]] == [("wave.jpg", 1.0)]
     assert "no file with id 424242" in error_of(client.get("/api/similar/424242"), 404)
     error_of(client.get("/api/similar/abc"), 422)
     error_of(client.get("/api/similar/1", params={"q": "words"}), 422)  # not an option here

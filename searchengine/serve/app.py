@@ -59,10 +59,12 @@ class FilterParams(BaseModel):
     before: str | None = Field(None, description="Only files dated before (YYYY-MM-DD).")
     min_duration: float | None = Field(None, ge=0, description="Audio/video of at least N s.")
     max_duration: float | None = Field(None, ge=0, description="Audio/video of at most N s.")
+    include_self: bool = Field(False, description="Keep the example and its exact copies.")
 
     def engine_filters(self) -> dict[str, Any]:
         return {
             "cutoff": False if self.all else None,
+            "include_self": self.include_self,
             "types": types_list(self.type),
             "after": self.after,
             "before": self.before,
@@ -79,6 +81,9 @@ class SearchParams(FilterParams):
     like: int | None = Field(None, description="Id of an indexed file to add to the query.")
     not_: str | None = Field(None, alias="not", description="Words to steer away from.")
     diverse: bool = Field(True, description="Keep near duplicates apart.")
+    place: str | None = Field(None, description="Only files taken at this place (GPS).")
+    literal: bool = Field(False, description="Take the words as they are: no dates, kinds...")
+    sort: str = Field("relevance", description="relevance, date (oldest first) or -date.")
 
 
 class DuplicateParams(BaseModel):
@@ -156,10 +161,16 @@ def hit_json(hit: Hit, query: str = "") -> dict[str, Any]:
 
 def hits_answer(hits: list[Hit], started: float, query: str = "") -> dict[str, Any]:
     """The page: the hits, how many the adaptive cutoff left out (`all=true` shows them),
-    and the time the server took."""
+    how the words were read when that changed anything (as `search` prints it), and the
+    time the server took."""
+    reading = getattr(hits, "reading", None)
+    told = None
+    if reading is not None and reading.changed():
+        told = {**reading.to_json(), "described": reading.describe()}
     return {
         "hits": [hit_json(h, query) for h in hits],
         "cut": getattr(hits, "cut", 0),
+        "reading": told,
         "took_ms": round((time.perf_counter() - started) * 1000, 2),
     }
 
@@ -215,6 +226,9 @@ def create_app(
                 like=like,
                 negative=p.not_,
                 diverse=p.diverse,
+                place=p.place,
+                literal=p.literal,
+                sort=p.sort,
                 **p.engine_filters(),
             )
         )

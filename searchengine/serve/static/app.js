@@ -3,7 +3,7 @@
 // every piece of a hit is put on the page as text, never as HTML.
 "use strict";
 
-const FIELDS = ["q", "path", "not", "after", "before", "min_duration", "max_duration", "min_score", "k"];
+const FIELDS = ["q", "path", "not", "after", "before", "min_duration", "max_duration", "min_score", "k", "place"];
 const FILTERS = ["k", "type", "path", "after", "before", "min_duration", "max_duration"];
 const TYPE_NAMES = { text: "document", image: "image", audio: "sound", video: "video" };
 
@@ -55,7 +55,9 @@ function formState() {
   }
   const types = chips().filter((c) => c.getAttribute("aria-pressed") === "true").map((c) => c.dataset.type);
   if (types.length) params.set("type", types.join(","));
+  if (form.elements.sort.value !== "relevance") params.set("sort", form.elements.sort.value);
   if (!form.elements.diverse.checked) params.set("diverse", "false");
+  if (form.elements.literal.checked) params.set("literal", "true");
   return params;
 }
 
@@ -63,8 +65,10 @@ function showState(params) {
   for (const name of FIELDS) form.elements[name].value = params.get(name) || "";
   const types = (params.get("type") || "").split(",");
   for (const chip of chips()) chip.setAttribute("aria-pressed", String(types.includes(chip.dataset.type)));
+  form.elements.sort.value = ["date", "-date"].includes(params.get("sort")) ? params.get("sort") : "relevance";
   form.elements.diverse.checked = params.get("diverse") !== "false";
-  const advanced = FIELDS.some((f) => f !== "q" && params.get(f)) || params.get("diverse") === "false";
+  form.elements.literal.checked = params.get("literal") === "true";
+  const advanced = [...FIELDS, "sort", "diverse", "literal"].some((f) => f !== "q" && params.get(f));
   if (advanced) $("#filters").open = true;
 }
 
@@ -102,8 +106,7 @@ async function run(params) {
     }
     if (params.get("q") || params.get("like")) {
       say("Searching…");
-      const api = pick(params, [...FIELDS, "type", "like"]);
-      if (params.get("diverse") === "false") api.set("diverse", "false");
+      const api = pick(params, [...FIELDS, "type", "like", "sort", "literal", "diverse"]);
       return showHits(await getJSON(`/api/search?${api}`), params.get("q") ? `for “${params.get("q")}”` : "");
     }
     results.replaceChildren();
@@ -149,7 +152,8 @@ const thumb = (id, at = 0, size = 360) => `/api/files/${id}/thumb?at=${at}&size=
 function showHits(answer, what) {
   const hits = answer.hits;
   const cut = answer.cut ? ` · ${answer.cut} more below the cutoff` : "";
-  say(`${hits.length ? hits.length : "No"} file${hits.length === 1 ? "" : "s"} ${what} · ${answer.took_ms} ms${cut}`);
+  const read = answer.reading ? ` · read as ${answer.reading.described}` : "";
+  say(`${hits.length ? hits.length : "No"} file${hits.length === 1 ? "" : "s"} ${what}${read} · ${answer.took_ms} ms${cut}`);
   results.replaceChildren(...hits.map(card));
 }
 
@@ -208,7 +212,7 @@ function card(hit) {
     el("div", { class: "title" },
       el("a", { class: "name", href: media(hit.id), target: "_blank", rel: "noopener", title: hit.path }, hit.name),
       el("span", { class: "score", title: "score (0 to 1)" }, hit.score.toFixed(2))),
-    el("span", { class: "type" }, TYPE_NAMES[hit.type] || hit.type),
+    el("span", { class: "type" }, (TYPE_NAMES[hit.type] || hit.type) + (hit.date ? ` · ${hit.date.slice(0, 10)}` : "")),
     el("p", { class: "why" }, `Why: ${hit.reason}`),
   );
   if (hit.type === "audio") {
