@@ -73,6 +73,14 @@ def _check_models(config: IndexConfig, spaces: list[str]) -> None:
             ) from None
 
 
+def _signature(path: Path) -> tuple[int, int, int] | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return (st.st_ino, st.st_mtime_ns, st.st_size)
+
+
 def _format_message(found: int) -> str:
     if found > SCHEMA_VERSION:
         return (
@@ -130,6 +138,7 @@ class Engine:
                 self.config.save(self.dir)
         self.store = self._open_store()
         self.models = ModelRegistry(self.config, query_cache=self.dir / QUERY_MODELS)
+        self._config_seen = _signature(self.dir / "config.json")
         self.params = params or RankParams()
 
     def _open_store(self) -> Store:
@@ -199,8 +208,24 @@ class Engine:
     def sync_vectors(self) -> None:
         self.store.sync(SPACES)
 
+    def _follow_config(self) -> None:
+        """A reader kept open (a server) follows a model switch that another process's
+        `index` saved, as it follows that process's vectors: checked by one stat per query."""
+        if not self.readonly:
+            return  # a writer's config is its own
+        seen = _signature(self.dir / "config.json")
+        if seen == self._config_seen:
+            return
+        self._config_seen = seen
+        fresh = IndexConfig.load(self.dir)
+        if fresh != self.config:
+            self.config = fresh
+            self.models = ModelRegistry(fresh, query_cache=self.dir / QUERY_MODELS)
+
     def ranker(self) -> Ranker:
         from searchengine.search import Ranker
+
+        self._follow_config()
 
         models = {s: self.config.model_key(s) for s in SPACES}
         return Ranker(self.store, self.models.query_encoder, models, self.params)
@@ -445,6 +470,7 @@ class Engine:
 
     def status(self) -> dict[str, Any]:
         """Counts per type and state, each space's model and vector count, and failures."""
+        self._follow_config()
         records = self.catalog.all_files()
         by_type: dict[str, dict[str, int]] = {}
         for rec in records:

@@ -30,3 +30,23 @@ def test_open_reader_sees_another_process_commits(tmp_path: Path) -> None:
         fits = {"text": {"model": eng.config.model_key("text"), "lo": 0.2, "vectors": 999}}
         (index / "calibration.json").write_text(json.dumps(fits))
         assert eng.calibration()["text"][0] == 0.2
+
+
+def test_open_reader_follows_a_model_switch(tmp_path: Path) -> None:
+    """Another process switches the text model: the open reader embeds its next queries
+    with the new model (and reads its calibration), not the one it started with."""
+    from tests.test_model_change import other_text_model
+
+    docs = write_corpus(tmp_path / "docs")
+    index = tmp_path / "index"
+    assert run_cli("index", str(docs), "--index", str(index)).returncode == 0
+    with Engine(index, readonly=True) as eng:
+        old = eng.config.model_key("text")
+        assert eng.search("Jupiter moons", k=1)[0].path.endswith("astronomy.rst")
+        other = other_text_model(eng, tmp_path / "minilm-other")
+        res = run_cli("index", str(docs), "--index", str(index), "--text", str(other))
+        assert res.returncode == 0, res.stderr
+        assert eng.search("Jupiter moons", k=1)[0].path.endswith("astronomy.rst")
+        assert eng.config.model_key("text") == str(other) != old
+        assert eng.status()["spaces"]["text"]["model"] == str(other)
+        assert set(eng.ranker().models.values()) >= {str(other)}
