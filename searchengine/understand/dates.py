@@ -20,6 +20,7 @@ import re
 from calendar import monthrange
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
+from functools import cache
 
 from searchengine.understand.words import Claims, word_before
 
@@ -75,36 +76,55 @@ _UPTO = r"(?:and|to|until|till|through)"
 _LAST_N = rf"(?:last|past)\s+(?P<n>{_NUM})\s+(?P<unit>{_UNIT})"
 _NAME = rf"(?P<name>{_SEASON}|{_MONTH}|{_WEEKDAY})"
 
-PATTERNS: list[tuple[str, re.Pattern[str]]] = [
-    # order matters: longer phrases first, so "March 3rd 2021" is not read as "March"
-    ("year_span", _compile(rf"(?:between|from)\s+(?P<y1>{_YEAR})\s+{_UPTO}\s+(?P<y2>{_YEAR})")),
-    ("year_span", _compile(rf"(?P<y1>{_YEAR})\s*(?:-|–|to|through)\s*(?P<y2>{_YEAR})")),
-    ("iso_day", _compile(r"(?P<y>\d{4})-(?P<m>\d{1,2})-(?P<d>\d{1,2})")),
-    ("day", _compile(r"\d{1,2}[/.]\d{1,2}[/.](?:\d{4}|\d{2})")),
-    ("day", _compile(rf"(?:the\s+)?{_DAY}(?:\s+of)?\s+{_MONTH}(?:,?\s+{_YEAR})?")),
-    ("day", _compile(rf"{_MONTH}\s+(?:the\s+)?{_DAY}(?:,?\s+{_YEAR})?")),
-    ("iso_month", _compile(r"(?P<y>\d{4})-(?P<m>0[1-9]|1[0-2])")),
-    ("month_year", _compile(rf"(?P<mon>{_MONTH})(?:\s+of)?,?\s+(?P<y>{_YEAR})")),
-    ("season_year", _compile(rf"(?:the\s+)?(?P<season>{_SEASON})(?:\s+of)?\s+(?P<y>{_YEAR})")),
-    ("ago", _compile(rf"(?P<n>{_NUM})\s+(?P<unit>{_UNIT})\s+ago")),
-    ("past_n", _compile(rf"(?:(?:in|during|over|from)\s+)?the\s+{_LAST_N}")),
-    ("past_n", _compile(rf"(?:last|past)\s+(?P<n>\d{{1,3}})\s+(?P<unit>{_UNIT})")),
-    (
-        "relative",
-        _compile(r"(?P<which>last|this|past|previous)\s+(?P<unit>week|month|year|weekend)"),
-    ),
-    ("relative_named", _compile(rf"(?P<which>last|this)\s+{_NAME}")),
-    ("day_word", _compile(r"today|tonight|yesterday|the\s+day\s+before\s+yesterday")),
-    ("named", _compile(_NAME)),
-    ("year", _compile(rf"(?P<y>{_YEAR})")),
-]
+TRIGGERS = frozenset(
+    [*MONTHS, *SEASONS, *WEEKDAYS, "today", "tonight", "yesterday", "ago", "last", "this",
+     "past", "previous"]
+)  # fmt: skip
+"""Words without which a query holds no date phrase (nor does one without a digit): the
+patterns are compiled only for a query that has one (compiling them costs about 10 ms of a
+cold command)."""
+
+
+@cache
+def patterns() -> list[tuple[str, re.Pattern[str]]]:
+    return [
+        # order matters: longer phrases first, so "March 3rd 2021" is not read as "March"
+        ("year_span", _compile(rf"(?:between|from)\s+(?P<y1>{_YEAR})\s+{_UPTO}\s+(?P<y2>{_YEAR})")),
+        ("year_span", _compile(rf"(?P<y1>{_YEAR})\s*(?:-|–|to|through)\s*(?P<y2>{_YEAR})")),
+        ("iso_day", _compile(r"(?P<y>\d{4})-(?P<m>\d{1,2})-(?P<d>\d{1,2})")),
+        ("day", _compile(r"\d{1,2}[/.]\d{1,2}[/.](?:\d{4}|\d{2})")),
+        ("day", _compile(rf"(?:the\s+)?{_DAY}(?:\s+of)?\s+{_MONTH}(?:,?\s+{_YEAR})?")),
+        ("day", _compile(rf"{_MONTH}\s+(?:the\s+)?{_DAY}(?:,?\s+{_YEAR})?")),
+        ("iso_month", _compile(r"(?P<y>\d{4})-(?P<m>0[1-9]|1[0-2])")),
+        ("month_year", _compile(rf"(?P<mon>{_MONTH})(?:\s+of)?,?\s+(?P<y>{_YEAR})")),
+        ("season_year", _compile(rf"(?:the\s+)?(?P<season>{_SEASON})(?:\s+of)?\s+(?P<y>{_YEAR})")),
+        ("ago", _compile(rf"(?P<n>{_NUM})\s+(?P<unit>{_UNIT})\s+ago")),
+        ("past_n", _compile(rf"(?:(?:in|during|over|from)\s+)?the\s+{_LAST_N}")),
+        ("past_n", _compile(rf"(?:last|past)\s+(?P<n>\d{{1,3}})\s+(?P<unit>{_UNIT})")),
+        (
+            "relative",
+            _compile(r"(?P<which>last|this|past|previous)\s+(?P<unit>week|month|year|weekend)"),
+        ),
+        ("relative_named", _compile(rf"(?P<which>last|this)\s+{_NAME}")),
+        ("day_word", _compile(r"today|tonight|yesterday|the\s+day\s+before\s+yesterday")),
+        ("named", _compile(_NAME)),
+        ("year", _compile(rf"(?P<y>{_YEAR})")),
+    ]
+
+
+def may_hold_dates(text: str) -> bool:
+    return any(c.isdigit() for c in text) or not TRIGGERS.isdisjoint(
+        re.findall(r"[^\W\d_]+", text.lower())
+    )
 
 
 def find_dates(text: str, now: datetime, claims: Claims) -> list[DateRange]:
     """Every date phrase of `text`, claimed in `claims` when it is read as one."""
     today = now.date()
     found: list[DateRange] = []
-    for kind, pattern in PATTERNS:
+    if not may_hold_dates(text):
+        return found
+    for kind, pattern in patterns():
         for m in pattern.finditer(text):
             if not claims.free(m.start(), m.end()):
                 continue

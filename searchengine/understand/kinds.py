@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import cache
 
 from searchengine.understand.words import Claims
 
@@ -45,18 +46,37 @@ _AMOUNT = (
 _UNIT = r"(?P<unit>" + "|".join(sorted(_UNITS, key=len, reverse=True)) + r")"
 _MORE = r"(?P<more>(?:longer|more)\s+than|over|at\s+least|above)"
 _LESS = r"(?P<less>(?:shorter|less)\s+than|under|at\s+most|up\s+to|below)"
-SPELLED = re.compile(
-    rf"(?<!\w)(?:{_MORE}|{_LESS})\s+{_AMOUNT}\s*-?\s*{_UNIT}(?:\s+long)?(?!\w)", re.IGNORECASE
-)
-ADJECTIVE = re.compile(r"(?<!\w)(?P<word>short|shorter|brief|quick|long|longer|lengthy)(?!\w)",
-                       re.IGNORECASE)  # fmt: skip
+_MORE_WORDS = {"longer", "more", "over", "least", "above"}
+_LESS_WORDS = {"shorter", "less", "under", "most", "up", "below"}
+_ADJECTIVES = {"short", "shorter", "brief", "quick", "long", "longer", "lengthy"}
 _KIND_WORDS = sorted(((w, t) for t, ws in KINDS.items() for w in ws), key=lambda wt: -len(wt[0]))
-KIND = re.compile(
-    r"(?<!\w)(?P<word>"
-    + "|".join(re.escape(w).replace(r"\ ", r"\s+") for w, _ in _KIND_WORDS)
-    + r")(?!\w)",
-    re.IGNORECASE,
+TRIGGERS = frozenset(
+    {w.split()[0] for w, _ in _KIND_WORDS} | _MORE_WORDS | _LESS_WORDS | _ADJECTIVES
 )
+"""Words without which a query names no kind or length: the patterns below are compiled
+only for a query that has one."""
+
+
+@cache
+def _patterns() -> tuple[re.Pattern[str], re.Pattern[str], re.Pattern[str]]:
+    """(kind words, spelled-out lengths, length adjectives)."""
+    kind = re.compile(
+        r"(?<!\w)(?P<word>"
+        + "|".join(re.escape(w).replace(r"\ ", r"\s+") for w, _ in _KIND_WORDS)
+        + r")(?!\w)",
+        re.IGNORECASE,
+    )
+    spelled = re.compile(
+        rf"(?<!\w)(?:{_MORE}|{_LESS})\s+{_AMOUNT}\s*-?\s*{_UNIT}(?:\s+long)?(?!\w)",
+        re.IGNORECASE,
+    )
+    adjective = re.compile(
+        r"(?<!\w)(?P<word>" + "|".join(sorted(_ADJECTIVES, key=len, reverse=True)) + r")(?!\w)",
+        re.IGNORECASE,
+    )
+    return kind, spelled, adjective
+
+
 _TYPE_OF = {w: t for w, t in _KIND_WORDS}
 
 
@@ -73,8 +93,11 @@ class Kinds:
 
 def find_kinds(text: str, claims: Claims) -> Kinds:
     out = Kinds([], None, None, None, [])
+    if TRIGGERS.isdisjoint(re.findall(r"[^\W\d_]+", text.lower())):
+        return out
+    kind_re, spelled_re, adjective_re = _patterns()
     words: list[str] = []
-    for m in KIND.finditer(text):
+    for m in kind_re.finditer(text):
         if not claims.free(m.start(), m.end()):
             continue
         word = " ".join(m.group("word").lower().split())
@@ -86,7 +109,7 @@ def find_kinds(text: str, claims: Claims) -> Kinds:
         out.spans.append((m.start(), m.end()))
     if words and all(w.startswith("pdf") for w in words):
         out.path = PDF_GLOB
-    for m in SPELLED.finditer(text):
+    for m in spelled_re.finditer(text):
         if not claims.free(m.start(), m.end()):
             continue
         amount = m.group("n").lower()
@@ -101,7 +124,7 @@ def find_kinds(text: str, claims: Claims) -> Kinds:
         claims.take(m.start(), m.end())
         out.spans.append((m.start(), m.end()))
     timed = {"audio", "video"} & set(out.types)
-    for m in ADJECTIVE.finditer(text):
+    for m in adjective_re.finditer(text):
         if not timed or not claims.free(m.start(), m.end()):
             continue
         if m.group("word").lower() in ("long", "longer", "lengthy"):
