@@ -354,7 +354,7 @@ class Ranker:
             fitted.update({space: (p.similar_floor, 1.0) for space in q.like})
         lowest_vec = 0.0
         for space, qv in query_vecs.items():
-            found, done = self.store.search(space, qv, fetch, filters)
+            found, done = self.store.search(space, qv, fetch, filters, model=self.models[space])
             exhausted &= done
             if found and not done:
                 lowest_vec = max(lowest_vec, calibrate(space, found[-1][1], fitted, p))

@@ -58,7 +58,9 @@ class Filters:
     `path_glob` is a SQLite GLOB over absolute paths; dates are epoch seconds (a photo's EXIF
     date, else the file's modification time); durations are seconds (audio and video only);
     `place` is a folded place name (understand.words.fold) of files taken there (from GPS);
-    `exclude` lists file ids never to return (an example file and its exact copies).
+    `exclude` lists file ids never to return (an example file and its exact copies);
+    `model` keeps only vectors made by that model (set by the store while a model switch is
+    half done: a query is never scored against another model's vectors).
     """
 
     types: list[str] | None = None
@@ -69,6 +71,7 @@ class Filters:
     max_duration: float | None = None
     place: str | None = None
     exclude: tuple[int, ...] | None = None
+    model: str | None = None
 
     def active(self) -> bool:
         return any(getattr(self, name) is not None for name in self.__slots__)

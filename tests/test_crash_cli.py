@@ -149,8 +149,19 @@ def test_kill_during_a_model_switch(tmp_path, test_models):
     with Engine(index, readonly=True) as eng:
         in_use = eng.catalog.models_in_use("clip")
         hits = eng.search("a red swatch", k=40, types=["image"])
-    assert len(hits) == 40  # every image still found by its old or its new vector
-    assert len(in_use) == 2  # really killed half-way
+        key = eng.config.model_key("clip")
+        with eng.catalog.engine.connect() as conn:
+            made = conn.execute(
+                select(segments.c.id, segments.c.model).where(segments.c.space == "clip")
+            ).all()
+        new_ids = {i for i, m in made if m == key}
+        query = next(iter(eng.catalog.vector_map([made[0][0]]).values()))
+        mixed, _ = eng.store.search("clip", query, 40)
+        only_new, _ = eng.store.search("clip", query, 40, model=key)
+    assert len(in_use) == 2 and len(new_ids) == 32  # really killed half-way
+    assert len(hits) == 40  # every image still found (by a vector or by its name)
+    # a query made by the new model is never scored against the old model's vectors
+    assert {i for i, _ in mixed} - new_ids and {i for i, _ in only_new} == new_ids
     answers_now(index, "a red swatch")
     clean_index(root, index)  # no flags: the new model is stored in the index
     assert state(index, root, queries) == reference

@@ -615,6 +615,16 @@ class Catalog:
                 ).scalars()
             )
 
+    def has_other_models(self, space: str, model: str) -> bool:
+        """Whether vectors of another model remain in the space (a switch half done): two
+        seeks in the whole-file vectors' (space, model) index, whatever the library's size."""
+        with self.engine.connect() as conn:
+            for op in ("<", ">"):
+                sql = f"SELECT 1 FROM file_vectors WHERE space = :s AND model {op} :m LIMIT 1"
+                if conn.execute(text(sql), {"s": space, "m": model}).first():
+                    return True
+        return False
+
     def models_in_use(self, space: str) -> set[str]:
         """The model keys a space's vectors were made with (more than one mid-switch)."""
         with self.engine.connect() as conn:
@@ -687,7 +697,8 @@ class Catalog:
                     f"SELECT s.id FROM {table.name} s CROSS JOIN files f ON f.id = s.file_id "
                     "WHERE s.id IN :ids"
                 )
-                sql, params = _filters(sql, {"ids": ids[i : i + 900]}, filters)
+                sql, params = _model_filter(sql, {"ids": ids[i : i + 900]}, filters)
+                sql, params = _filters(sql, params, filters)
                 stmt = text(sql).bindparams(bindparam("ids", expanding=True))
                 out.update(conn.execute(stmt, params).scalars())
         return out
@@ -701,7 +712,8 @@ class Catalog:
             f"SELECT s.id FROM files f CROSS JOIN {table.name} s ON s.file_id = f.id "
             "WHERE s.space = :space AND s.vector IS NOT NULL"
         )
-        sql, params = _filters(sql, {"space": space}, filters)
+        sql, params = _model_filter(sql, {"space": space}, filters)
+        sql, params = _filters(sql, params, filters)
         sql += " LIMIT :limit"
         params["limit"] = limit
         with self.engine.connect() as conn:
@@ -1101,6 +1113,16 @@ def porter_stems(words: Sequence[str]) -> dict[str, str]:
             out.setdefault(words[int(doc) - 1], term)
         db.execute("DELETE FROM w")
     return {w: out.get(w, w) for w in words}
+
+
+def _model_filter(
+    sql: str, params: dict[str, Any], filters: Filters
+) -> tuple[str, dict[str, Any]]:
+    """Vectors (alias `s`) of one model only, when the filters ask for it."""
+    if filters.model is not None:
+        sql += " AND s.model = :model"
+        params["model"] = filters.model
+    return sql, params
 
 
 def _filters(sql: str, params: dict[str, Any], filters: Filters) -> tuple[str, dict[str, Any]]:

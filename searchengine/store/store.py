@@ -12,6 +12,7 @@ another process's `index` committed without reopening. A cache file is replaced 
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -203,6 +204,7 @@ class Store:
         self.catalog = Catalog(folder / "catalog.db", readonly=readonly)
         self._caches: dict[tuple[str, str], VectorCache] = {}
         self._calibration: tuple[Any, dict[str, tuple[float, float]]] | None = None
+        self._mixed: dict[tuple[str, str], tuple[Any, bool]] = {}
 
     def close(self) -> None:
         self.catalog.close()
@@ -218,6 +220,16 @@ class Store:
             vc.refresh()
             vc.seen = seen
         return vc
+
+    def mixed(self, space: str, model: str) -> bool:
+        """Whether the space still holds vectors of a model other than `model`, checked
+        again only after a commit."""
+        seen = self._catalog_signature()
+        known = self._mixed.get((space, model))
+        if known is None or known[0] != seen:
+            known = (seen, self.catalog.has_other_models(space, model))
+            self._mixed[(space, model)] = known
+        return known[1]
 
     def _catalog_signature(self) -> tuple[Any, ...]:
         """Every commit writes the WAL file (or, after a checkpoint, the database file):
@@ -254,6 +266,7 @@ class Store:
         k: int,
         filters: Filters | None = None,
         level: str = "segment",
+        model: str | None = None,
     ) -> tuple[list[tuple[int, float]], bool]:
         """Up to k (id, exact cosine) pairs passing the filters, best first, and whether the
         space has no more to give. Filters are checked on candidates after the k-NN (one
@@ -262,6 +275,8 @@ class Store:
         vc = self.cache(space, level)
         if len(vc) == 0:
             return [], True
+        if model is not None and self.mixed(space, model):
+            filters = replace(filters or Filters(), model=model)
         active = filters is not None and filters.active()
         spec = vc.index.spec if vc.index is not None else None
         approximate = spec is not None and spec.kind != "flat"
