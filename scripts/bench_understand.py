@@ -1,5 +1,5 @@
 """What reading a query costs: the grammar per query, the index's place lookup, dateparser's
-import and first parse (paid only by a query with a day written out), a cold `searchengine
+import and first parse (paid only by a query with a day in figures), a cold `searchengine
 search` with and without the reading (`--literal`, and optionally the code before it), and
 the reverse geocoder's first lookup (paid once by an indexing process that meets GPS).
 
@@ -38,7 +38,7 @@ QUERIES = [
     "the pdf about my tax return",
     "short sounds of rain",
 ]
-DAY_QUERY = "photos taken on 3 March 2021"  # the one kind of query that loads dateparser
+DAY_QUERY = "photos from 04/05/2021"  # a day in figures: the one query that loads dateparser
 
 
 def grammar_cost(rounds: int) -> dict[str, float]:

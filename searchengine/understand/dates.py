@@ -1,11 +1,12 @@
 """Dates and date ranges in a query: "2019", "last summer", "in March 2021", "yesterday".
 
 A small grammar, not a general parser: years, months, seasons, ranges of years, relative
-phrases ("last week", "3 years ago", "the past 10 days") and words that open a range
-("since", "before", "after", "until") are read here with `re` and `datetime`, in well under
-a millisecond. Dates down to the day written out ("3 March 2021", "March 3rd", "04/05/2021")
-are handed to dateparser, imported only then: its import and first parse cost about 0.2 s,
-too much for every query of a command whose whole cold start is about a second.
+phrases ("last week", "3 years ago", "the past 10 days"), days in words ("3 March 2021",
+"March 3rd") and words that open a range ("since", "before", "after", "until") are read
+here with `re` and `datetime`, in well under a millisecond. Days in figures ("04/05/2021",
+"5.6.21"), whose order depends on habit, are handed to dateparser, imported only then: its
+import and first parse cost 0.3 to 0.4 s (docs/benchmarks.md), too much for every query of
+a command whose whole cold start is about a second.
 
 Every range is [start, end) in days of the local calendar. A bare year ("tax return 2019")
 is not a filter: it may be a title, so it stays words (BM25 matches it in file names and
@@ -73,6 +74,9 @@ def _compile(body: str) -> re.Pattern[str]:
 
 
 _UPTO = r"(?:and|to|until|till|through)"
+_D = rf"(?P<d>{_DAY})"
+_MON = rf"(?P<mon>{_MONTH})"
+_Y = rf"(?P<y>{_YEAR})"
 _LAST_N = rf"(?:last|past)\s+(?P<n>{_NUM})\s+(?P<unit>{_UNIT})"
 _NAME = rf"(?P<name>{_SEASON}|{_MONTH}|{_WEEKDAY})"
 
@@ -93,8 +97,8 @@ def patterns() -> list[tuple[str, re.Pattern[str]]]:
         ("year_span", _compile(rf"(?P<y1>{_YEAR})\s*(?:-|–|to|through)\s*(?P<y2>{_YEAR})")),
         ("iso_day", _compile(r"(?P<y>\d{4})-(?P<m>\d{1,2})-(?P<d>\d{1,2})")),
         ("day", _compile(r"\d{1,2}[/.]\d{1,2}[/.](?:\d{4}|\d{2})")),
-        ("day", _compile(rf"(?:the\s+)?{_DAY}(?:\s+of)?\s+{_MONTH}(?:,?\s+{_YEAR})?")),
-        ("day", _compile(rf"{_MONTH}\s+(?:the\s+)?{_DAY}(?:,?\s+{_YEAR})?")),
+        ("spelled_day", _compile(rf"(?:the\s+)?{_D}(?:\s+of)?\s+{_MON}(?:,?\s+{_Y})?")),
+        ("spelled_day", _compile(rf"{_MON}\s+(?:the\s+)?{_D}(?:,?\s+{_Y})?")),
         ("iso_month", _compile(r"(?P<y>\d{4})-(?P<m>0[1-9]|1[0-2])")),
         ("month_year", _compile(rf"(?P<mon>{_MONTH})(?:\s+of)?,?\s+(?P<y>{_YEAR})")),
         ("season_year", _compile(rf"(?:the\s+)?(?P<season>{_SEASON})(?:\s+of)?\s+(?P<y>{_YEAR})")),
@@ -190,6 +194,9 @@ def _meaning(kind: str, m: re.Match[str], today: date) -> tuple[date, date] | No
             return day, day + timedelta(days=1)
         if kind == "iso_month":
             return _month(int(g["y"]), int(g["m"]))
+        if kind == "spelled_day":
+            day = _spelled_day(int(re.match(r"\d+", g["d"]).group()), g["mon"], g["y"], today)
+            return day, day + timedelta(days=1)
         if kind == "day":
             day = _parse_day(m.group(), today)
             return (day, day + timedelta(days=1)) if day else None
@@ -310,9 +317,27 @@ def _named(name: str, today: date, which: str) -> tuple[date, date]:
     return start, end
 
 
+def _spelled_day(day: int, month: str, year: str | None, today: date) -> date:
+    """ "3 March 2021", "March 3rd": without a year, the latest such day up to today.
+    ValueError for a day the month does not have."""
+    number = _month_number(month)
+    if year:
+        return date(int(year), number, day)
+    found = date(today.year, number, day) if day <= monthrange(today.year, number)[1] else None
+    if found is None or found > today:
+        for back in range(1, 9):  # 29 February: the latest leap year
+            try:
+                return date(today.year - back, number, day)
+            except ValueError:
+                continue
+        raise ValueError(f"no {month} {day}")
+    return found
+
+
 def _parse_day(phrase: str, today: date) -> date | None:
-    """A day written out, read by dateparser (lazily: see the module docstring); a day
-    without a year is the latest such day up to today."""
+    """A day in figures ("04/05/2021", "5.6.21"), read by dateparser (lazily: see the module
+    docstring), in its English order (month first when ambiguous); a day without a year is
+    the latest such day up to today."""
     import dateparser
 
     settings = {
