@@ -87,6 +87,7 @@ CASES = [
     case("the video of the kids in Lisbon", "kids", types=VIDEO, place="Lisbon"),
     case("sunset in nice", "sunset", place="Nice"),
     case("trip to Portugal", "trip to Portugal", place="Portugal"),
+    case("the trams of Lisbon", "the trams of Lisbon", place="Lisbon"),  # kept as typed
     case("street food in sao paulo", "street food", place="São Paulo"),
     case("taxis in New York City", "taxis", place="New York City"),
 ]  # fmt: skip

@@ -144,7 +144,7 @@ def read_query(
             cut.append((place.start, place.end))
     if not cut and place is None:
         return Reading(query=query, text=query, notes=notes)
-    text = remainder(query, cut)
+    text = remainder(query, cut) if cut else query
     if not text and not strong:
         return Reading(
             query=query,
