@@ -12,7 +12,7 @@ import functools
 import os
 import time
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -24,7 +24,14 @@ from searchengine.deadline import DeadlineExceeded, iterate_with_deadline, order
 from searchengine.encoders.registry import SPACES
 from searchengine.errors import DecodeError, ModelUnavailable, Skip, UserError
 from searchengine.geo import add_place
-from searchengine.inflight import CRASH_REASON, STRIKES_TO_BLAME, Journal, crashes_in_child
+from searchengine.inflight import (
+    CRASH_REASON,
+    JOURNAL_NAME,
+    STRIKES_TO_BLAME,
+    Journal,
+    crashes_in_child,
+    read_journal,
+)
 from searchengine.media import decode_file
 from searchengine.reembed import Redo, Reembedder
 from searchengine.store.catalog import FileRecord, NewFile
@@ -209,7 +216,12 @@ class Indexer:
                 # index's, and a half-switched space would mix vector sizes
                 done_now = {r.id for r, _ in cs.changed} | {r.id for r in cs.deleted}
                 summary.reembedded = Reembedder(
-                    self.store, self.models, self.config, self._transcribe
+                    self.store,
+                    self.models,
+                    self.config,
+                    self._transcribe,
+                    in_flight=self._journaled,
+                    limit_s=self.decode_timeout_s,
                 ).run({f: r for f, r in redo.items() if f not in done_now}, summary, report)
             finally:
                 self.journal = None
@@ -252,6 +264,10 @@ class Indexer:
             ("audio", "video"), "speech", self.config.models.get("speech", "off")
         ):
             partial.setdefault(fid, Redo()).speech = True
+        suspects = read_journal(self.index_dir / JOURNAL_NAME)
+        if suspects and partial:  # in flight at a crash while re-embedded: proven like a new file
+            records = self.catalog.files_by_id(partial)
+            full |= {fid for fid, rec in records.items() if rec.path_key in suspects}
         return full, {fid: r for fid, r in partial.items() if fid not in full}
 
     def _same_weights_renamed(self, space: str, key: str) -> bool:
@@ -387,17 +403,20 @@ class Indexer:
             for _ in decoded.speech_source():
                 pass
 
+    def _in_flight(self, entry: Entry) -> AbstractContextManager[None]:
+        return self._journaled(entry.key)
+
     @contextmanager
-    def _in_flight(self, entry: Entry) -> Iterator[None]:
+    def _journaled(self, key: bytes) -> Iterator[None]:
         """Journal a file while its decoding code runs, so a crash there is traced to it."""
         journal = self.journal
         if journal is not None:
-            journal.add(entry.key)
+            journal.add(key)
         try:
             yield
         finally:
             if journal is not None:
-                journal.discard(entry.key)
+                journal.discard(key)
 
     def _process(
         self,

@@ -5,18 +5,22 @@ every file searchable with either its old or its new vectors.
 
 Text segments keep their text, so a new text model re-embeds them without decoding the
 file. Image frames and sound windows are not stored: a new CLIP or CLAP model decodes the
-file again and keeps only that space's segments.
+file again and keeps only that space's segments. Such a file is done alone, part by part
+(memory is one part's, whatever its length), under the indexer's decode time limit and
+crash journal, like a first indexing.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from searchengine import faults
+from searchengine.deadline import DeadlineExceeded, call_with_deadline, iterate_with_deadline
 from searchengine.errors import ModelUnavailable
 from searchengine.media import decode_file
 from searchengine.types import Decoded, Segment
@@ -38,6 +42,7 @@ class Redo:
 
 
 Transcribe = Callable[[Decoded, "IndexSummary"], list[Segment]]
+InFlight = Callable[[bytes], AbstractContextManager[None]]
 BATCH = 32
 """Files whose new segments are embedded together (one model call per space)."""
 
@@ -51,11 +56,18 @@ class Reembedder:
         models: ModelRegistry,
         config: IndexConfig,
         transcribe: Transcribe,
+        *,
+        in_flight: InFlight | None = None,
+        limit_s: float = 600.0,
     ) -> None:
+        """`in_flight(path_key)` journals a file while its decoders run (a crash there is
+        traced to it); `limit_s` bounds each decoding step, as in a first indexing."""
         self.catalog = store.catalog
         self.models = models
         self.config = config
         self.transcribe = transcribe
+        self.in_flight = in_flight or (lambda _key: nullcontext())
+        self.limit_s = limit_s
 
     def run(self, work: dict[int, Redo], summary: IndexSummary, report: Callable) -> int:
         """Redo each file, embedding BATCH files per model call; returns how many were
@@ -64,6 +76,11 @@ class Reembedder:
         records = self.catalog.files_by_id(work)
         items = [(records[f], r) for f, r in work.items() if f in records]
         done = 0
+        decoding = [(rec, redo) for rec, redo in items if self._decodes(redo)]
+        for i, (rec, redo) in enumerate(decoding):
+            report("embed", i, len(items), rec.path)
+            done += self._redo_alone(rec, redo, summary)
+        items = [(rec, redo) for rec, redo in items if not self._decodes(redo)]
         for start in range(0, len(items), BATCH):
             report("embed", start, len(items), items[start][0].path)
             plans = []
@@ -81,33 +98,85 @@ class Reembedder:
                 first = (str(exc).splitlines() or [type(exc).__name__])[0]
                 summary.note(f"kept the old vectors of {len(plans)} files: {first}")
                 continue
-            models = {s: self.config.model_key(s) for s in ("text", "clip", "clap")}
-            with self.catalog.transaction() as conn:
-                for plan in plans:
-                    vecs, vectors = vectors[: len(plan.new)], vectors[len(plan.new) :]
-                    self.catalog.replace_segments(
-                        conn, plan.file_id, plan.drop, plan.new, vecs, models, plan.meta
-                    )
-                    faults.point("reembed-file")
-                    done += 1
+            self._commit(plans, vectors)
+            done += len(plans)
             faults.point("reembed-committed")
         report("embed", len(items), len(items), "")
         return done
 
-    def _plan(self, rec: FileRecord, redo: Redo, summary: IndexSummary) -> _Plan:
-        """Which stored segments go and which new ones (not yet embedded) replace them."""
+    def _decodes(self, redo: Redo) -> bool:
+        """Whether the file must be decoded again (frames, sound windows, a transcript)."""
         speech_on = self.config.models.get("speech", "off") != "off"
+        return any(s != "text" for s in redo.spaces) or (redo.speech and speech_on)
+
+    def _redo_alone(self, rec: FileRecord, redo: Redo, summary: IndexSummary) -> int:
+        """Decode one file again and embed its new segments part by part; 1 if its
+        segments were replaced, 0 if it keeps its old ones (retried next run)."""
         decode_for = {s for s in redo.spaces if s != "text"}
         new: list[Segment] = []
+        vectors: list[np.ndarray | None] = []
         meta: dict[str, str] = {}
-        if decode_for or (redo.speech and speech_on):
-            decoded = decode_file(rec.path, self.config)
-            parts = [decoded.segments] + list(decoded.stream or ())
-            new += [s for part in parts for s in part if s.space in decode_for]
-            if redo.speech:
-                new += self.transcribe(decoded, summary)
-                meta["speech"] = decoded.meta.get("speech", self.config.models.get("speech"))
-        elif redo.speech:
+        try:
+            with self.in_flight(rec.path_key):
+                for part in self._parts(rec.path, redo, summary, meta):
+                    keep = [s for s in part if s.space in decode_for or s.kind == "speech"]
+                    vectors += self._embed(keep)
+                    new += keep
+        except ModelUnavailable as exc:
+            summary.note(str(exc))
+            return 0
+        except DeadlineExceeded:
+            summary.note(f"kept the old vectors of {rec.path}: decoding took too long")
+            return 0
+        except Exception as exc:  # one file's trouble is that file's, not the run's
+            summary.note(f"kept the old vectors of {rec.path}: {type(exc).__name__}: {exc}")
+            return 0
+        decoded = len(new)
+        plan = self._plan(rec, redo, summary, new, meta)
+        try:  # stored text of a text model switch at the same time, if any
+            vectors += self._embed(plan.new[decoded:])
+        except Exception as exc:
+            summary.note(f"kept the old vectors of {rec.path}: {type(exc).__name__}: {exc}")
+            return 0
+        self._commit([plan], vectors)
+        return 1
+
+    def _parts(
+        self, path: str, redo: Redo, summary: IndexSummary, meta: dict[str, str]
+    ) -> Iterator[list[Segment]]:
+        """A file's segments one part at a time, each step under the time limit."""
+        decoded = call_with_deadline(lambda: decode_file(path, self.config), self.limit_s)
+        yield decoded.segments
+        yield from iterate_with_deadline(decoded.stream or (), self.limit_s)
+        if redo.speech:
+            lines = self.transcribe(decoded, summary)
+            meta["speech"] = decoded.meta.get("speech", self.config.models.get("speech"))
+            yield lines
+
+    def _commit(self, plans: list[_Plan], vectors: list[np.ndarray | None]) -> None:
+        models = {s: self.config.model_key(s) for s in ("text", "clip", "clap")}
+        with self.catalog.transaction() as conn:
+            for plan in plans:
+                vecs, vectors = vectors[: len(plan.new)], vectors[len(plan.new) :]
+                self.catalog.replace_segments(
+                    conn, plan.file_id, plan.drop, plan.new, vecs, models, plan.meta
+                )
+                faults.point("reembed-file")
+
+    def _plan(
+        self,
+        rec: FileRecord,
+        redo: Redo,
+        summary: IndexSummary,
+        new: list[Segment] | None = None,
+        meta: dict[str, str] | None = None,
+    ) -> _Plan:
+        """Which stored segments go and which new ones (`new`: decoded and embedded
+        already, if the file was decoded again) replace them."""
+        decode_for = {s for s in redo.spaces if s != "text"}
+        new = [] if new is None else new
+        meta = {} if meta is None else meta
+        if redo.speech and "speech" not in meta:
             meta["speech"] = "off"
         drop = [
             row
