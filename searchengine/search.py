@@ -305,7 +305,8 @@ class Ranker:
             why = f"{top.row.space} similarity {top.vector:.2f}"
             if top.keywords > 0:
                 terms = ", ".join(matched_terms(query, top.row.text))
-                why += f", keywords {top.keywords:.2f} ({terms})"
+                # stemmed matches ("bake" for "baking") have no literal term to show
+                why += f", keywords {top.keywords:.2f}" + (f" ({terms})" if terms else "")
         if found.name > 0:
             why += f", file name {found.name:.2f}"
         hit.reason = why

@@ -119,3 +119,13 @@ def test_remove_forgets_files(engine: Engine, corpus: Path):
     assert engine.status()["files"] == 5
     with pytest.raises(UserError):
         engine.remove([corpus / "garden.md"])
+
+
+def test_reason_of_a_stemmed_keyword_match_has_no_empty_brackets(tmp_path: Path, index_dir: Path):
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "owls.txt").write_text("Two field studies of barn owls nesting in old churches.")
+    with Engine(index_dir, create=True) as eng:
+        eng.index([docs])
+        hit = eng.search("study", k=1, literal=True)[0]
+    assert "keywords" in hit.reason and "()" not in hit.reason
