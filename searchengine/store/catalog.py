@@ -719,6 +719,30 @@ class Catalog:
         with self.engine.connect() as conn:
             return np.fromiter(conn.execute(text(sql), params).scalars(), dtype=np.int64)
 
+    def allowed_vectors(
+        self, space: str, filters: Filters, limit: int, level: str, dim: int
+    ) -> tuple[np.ndarray, np.ndarray] | None:
+        """(ids, float32 rows) of a space's vectors of size `dim` passing the filters, read
+        in the listing query itself; None when more than `limit` pass (not selective)."""
+        table = LEVEL_TABLES[level]
+        sql = (  # the files first: a selective filter passes few of them
+            f"SELECT s.id, s.vector FROM files f CROSS JOIN {table.name} s "
+            "ON s.file_id = f.id WHERE s.space = :space AND s.vector IS NOT NULL"
+        )
+        sql, params = _model_filter(sql, {"space": space}, filters)
+        sql, params = _filters(sql, params, filters)
+        sql += " LIMIT :limit"
+        params["limit"] = limit + 1
+        with self.engine.connect() as conn:
+            rows = conn.execute(text(sql), params).all()
+        if len(rows) > limit:
+            return None
+        rows = [r for r in rows if len(r[1]) == 2 * dim]  # a half-done switch's other size
+        if not rows:
+            return np.zeros(0, np.int64), np.zeros((0, dim), np.float32)
+        ids = np.fromiter((r[0] for r in rows), np.int64, len(rows))
+        return ids, decode_vectors([r[1] for r in rows])
+
     def useful_terms(self, query: str) -> list[str]:
         """The query's words, less those so common that they only cost time: a word in more
         than COMMON_TERM_SHARE of the passages (and never more than MAX_TERM_DOCS) is
@@ -762,13 +786,19 @@ class Catalog:
         match = fts_query(" ".join(self.useful_terms(query)))
         if match is None:
             return []
-        sql = (
-            "SELECT s.id, -bm25(segment_fts) AS score FROM segment_fts "
-            "CROSS JOIN segments s ON s.id = segment_fts.rowid "
-            "CROSS JOIN files f ON f.id = s.file_id WHERE segment_fts MATCH :q"
-        )
         params: dict[str, Any] = {"q": match, "limit": limit}
-        sql, params = _filters(sql, params, filters)
+        if filters.active():
+            sql = (
+                "SELECT s.id, -bm25(segment_fts) AS score FROM segment_fts "
+                "CROSS JOIN segments s ON s.id = segment_fts.rowid "
+                "CROSS JOIN files f ON f.id = s.file_id WHERE segment_fts MATCH :q"
+            )
+            sql, params = _filters(sql, params, filters)
+        else:  # every indexed row is a stored segment's (the triggers keep it so)
+            sql = (
+                "SELECT rowid, -bm25(segment_fts) AS score FROM segment_fts "
+                "WHERE segment_fts MATCH :q"
+            )
         sql += " ORDER BY bm25(segment_fts) LIMIT :limit"
         with self.engine.connect() as conn:
             return [(int(r[0]), float(r[1])) for r in conn.execute(text(sql), params)]

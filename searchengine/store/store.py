@@ -287,15 +287,16 @@ class Store:
             fetch = max(fetch * 4, 200)
         ids, scores = vc.search(query, fetch)
         exhausted = len(ids) < fetch
+        exact = False
         if active:
             assert filters is not None
             ok = self.catalog.passing(ids.tolist(), filters, level)
             mask = np.fromiter((int(i) in ok for i in ids), bool, len(ids))
             if mask.sum() < k and not exhausted:
-                ids, scores, exhausted = self._search_inside(vc, query, k, fetch, filters)
+                ids, scores, exhausted, exact = self._search_inside(vc, query, k, fetch, filters)
             else:
                 ids, scores = ids[mask], scores[mask]
-        if len(ids):  # exact cosines from the stored vectors, whatever the cache's codes
+        if len(ids) and not exact:  # exact cosines from the stored vectors, not the codes
             exact = self.catalog.vector_map(ids.tolist(), level)
             ids = np.fromiter((i for i in ids if int(i) in exact), np.int64)
             scores = np.array([float(exact[int(i)] @ query) for i in ids], np.float32)
@@ -304,22 +305,27 @@ class Store:
 
     def _search_inside(
         self, vc: VectorCache, query: np.ndarray, k: int, fetch: int, filters: Filters
-    ) -> tuple[np.ndarray, np.ndarray, bool]:
+    ) -> tuple[np.ndarray, np.ndarray, bool, bool]:
         """k-NN restricted to the ids passing a selective filter: exact over their stored
-        vectors when they are few, else inside the index with an id selector."""
-        allowed = self.catalog.allowed_ids(vc.space, filters, EXACT_FILTER_LIMIT + 1, vc.level)
-        if len(allowed) <= EXACT_FILTER_LIMIT:
-            vecs = self.catalog.vector_map(allowed.tolist(), vc.level)
-            good = [i for i in allowed.tolist() if i in vecs and vecs[i].shape == query.shape]
-            if not good:
-                return np.zeros(0, np.int64), np.zeros(0, np.float32), True
-            sims = np.vstack([vecs[i] for i in good]) @ query
-            return np.asarray(good, np.int64), sims.astype(np.float32), True
+        vectors (read with the listing itself) when they are few, else inside the index
+        with an id selector. The last flag: the scores are exact already."""
+        listed = self.catalog.allowed_vectors(
+            vc.space, filters, EXACT_FILTER_LIMIT + 1, vc.level, query.shape[-1]
+        )
+        if listed is not None:
+            ids, vecs = listed
+            if not len(ids):
+                return ids, np.zeros(0, np.float32), True, True
+            sims = (vecs @ query).astype(np.float32)
+            if len(ids) > k:  # only the best k can be kept: no need to sort the rest
+                top = np.argpartition(-sims, k - 1)[:k]
+                ids, sims = ids[top], sims[top]
+            return ids, sims, True, True
         allowed = self.catalog.allowed_ids(vc.space, filters, 1 << 62, vc.level)
         mask = np.zeros(int(allowed.max()) + 1, bool)
         mask[allowed] = True  # a bitmap: no hash set of many ids to build per query
         ids, scores = vc.search(query, fetch, ann.Allowed.from_mask(mask))
-        return ids, scores, len(ids) < fetch
+        return ids, scores, len(ids) < fetch, False
 
     def calibration(self, models: dict[str, str]) -> dict[str, tuple[float, float]]:
         """Fitted cosine ranges per space, re-read when another process refits them."""
