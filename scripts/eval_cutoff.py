@@ -39,7 +39,7 @@ from searchengine.search import RankParams  # noqa: E402
 SEARCH_SETS = ("docs-titles", "manpages-whatis")
 SIMILAR_SET = "manpages-seealso"
 SIMILAR_MODE = "similar -k 10"
-MAX_RECALL_LOSS = 0.05
+MAX_RECALL_LOSS = 0.01
 FULL = Cutoff()
 
 
@@ -163,6 +163,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--sets", default=",".join((*SEARCH_SETS, SIMILAR_SET)))
     ap.add_argument("--mode", default="fused", help="the eval_retrieval mode of search sets")
     ap.add_argument("--sweep", action="store_true", help="try every candidate rule")
+    ap.add_argument(
+        "--max-loss",
+        type=float,
+        default=MAX_RECALL_LOSS,
+        help="recall a chosen rule may lose against the full page, on each set",
+    )
     args = ap.parse_args(argv)
     names = [s.strip() for s in args.sets.split(",") if s.strip()]
     search = {n: load_pages(args.index_root, n, args.mode) for n in names if n != SIMILAR_SET}
@@ -172,7 +178,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for group in (search, similar):
             if not group:
                 continue
-            best, results = choose(group, candidates(), MAX_RECALL_LOSS)
+            best, results = choose(group, candidates(), args.max_loss)
             print(f"\n{', '.join(group)}: {len(results)} rules tried")
             ranked = sorted(results, key=lambda r: -statistics.fmean(k.f1 for k in r[1].values()))
             for rule, got in ranked[:15]:
@@ -181,14 +187,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                     for n, k in got.items()
                 )
                 print(f"  {describe(rule)}: {line}")
-            print(f"  chosen (recall loss <= {MAX_RECALL_LOSS:g} on each set): ", end="")
+            print(f"  chosen (recall loss <= {args.max_loss:g} on each set): ", end="")
             print(describe(best) if best else "none")
             families: dict[str, tuple[float, Cutoff]] = {}
             for rule, got in results:
                 f1 = statistics.fmean(k.f1 for k in got.values())
                 family = rule.rule + (" + floor" if rule.floor else "")
                 full = {n: measure(p, FULL) for n, p in group.items()}
-                ok = all(full[n].recall - got[n].recall <= MAX_RECALL_LOSS + 1e-12 for n in got)
+                ok = all(full[n].recall - got[n].recall <= args.max_loss + 1e-12 for n in got)
                 if ok and (family not in families or f1 > families[family][0]):
                     families[family] = (f1, rule)
             print("  best of each family within the recall budget:")

@@ -527,6 +527,11 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--fresh", action="store_true", help="rebuild the indexes from scratch")
     ap.add_argument(
+        "--engine-only",
+        action="store_true",
+        help=f"{eval_similar.SET_NAME}: skip the direct-model reference modes",
+    )
+    ap.add_argument(
         "--fusion",
         action="store_true",
         help="docs-titles and manpages-whatis: the single routes and every candidate fusion "
@@ -581,7 +586,9 @@ def run(args: argparse.Namespace) -> tuple[list[Row], list[str], list[str]]:
             pages = eval_similar.build_seealso_set(
                 folder, args.corpus, args.queries, args.seed, cut=name == eval_similar.CUT_SET_NAME
             )
-            sim = eval_similar.evaluate_similar(pages, args.index_root, args.seed, args.fresh)
+            sim = eval_similar.evaluate_similar(
+                pages, args.index_root, args.seed, args.fresh, direct=not args.engine_only
+            )
             sim.notes.append("text model: the index default (all-MiniLM-L6-v2)")
             report = SetReport([], sim.notes, [eval_similar.markdown_table(sim.rows, sim.name)])
         elif name == "images-labels":

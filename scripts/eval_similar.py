@@ -330,8 +330,10 @@ def evaluate_similar(
     seed: int = 0,
     fresh: bool = False,
     models: dict[str, str] | None = None,
+    direct: bool = True,
 ) -> SimilarReport:
-    """Stage and index the corpus, rank every query page in every mode, and summarise."""
+    """Stage and index the corpus, rank every query page in every mode, and summarise.
+    `direct=False` leaves out the direct-model modes (and their embedding time)."""
     from searchengine import Engine
 
     label = labelled.name
@@ -382,9 +384,10 @@ def evaluate_similar(
                 )
             )
         (base / "pages.json").write_text(json.dumps(pages), "utf-8")
-        whole, mean, direct_notes = direct_vectors(eng, keys, base / "corpus", base, label)
-        notes += direct_notes
-    for name, matrix in ((DIRECT, whole), (CHUNK_MEAN, mean)):
+        if direct:
+            whole, mean, direct_notes = direct_vectors(eng, keys, base / "corpus", base, label)
+            notes += direct_notes
+    for name, matrix in ((DIRECT, whole), (CHUNK_MEAN, mean)) if direct else ():
         ranked, ms = cosine_rankings(keys, matrix, queries, copies)
         ndcg, recall = score(name, ranked, queries)
         rows.append(SimRow(name, len(queries), ndcg, recall, ms))
@@ -395,7 +398,8 @@ def evaluate_similar(
         chance[q] = rng.sample(pool, min(RECALL_K, len(pool)))
     ndcg, recall = score("random", chance, queries)
     rows.append(SimRow("random (chance)", len(queries), ndcg, recall, None))
-    notes.append(target_line(rows))
+    if direct:
+        notes.append(target_line(rows))
     return SimilarReport(rows, notes, label)
 
 

@@ -79,8 +79,8 @@ def with_engine(index: Path | None, call: Callable[[Engine], T], *, readonly: bo
 
 def show_hits(hits: list[Hit] | Hits, json_out: bool) -> None:
     """The hits (JSON: the list DESIGN.md promises), then, when the adaptive cutoff left
-    some of the page out, one line saying so (on stderr with --json, so stdout stays the
-    list)."""
+    some of the page out, one line saying so (with --json, a JSON object `{"cut": n}` on
+    stderr, so stdout stays the list)."""
     reading = getattr(hits, "reading", None)
     if reading is not None and reading.changed():  # how the words were read, first
         if json_out:
@@ -96,7 +96,10 @@ def show_hits(hits: list[Hit] | Hits, json_out: bool) -> None:
     cut = getattr(hits, "cut", 0)
     if cut:
         note = f"{cut} more below the cutoff; --all shows them"
-        (err() if json_out else out()).print(note, markup=False)
+        if json_out:
+            sys.stderr.write(json.dumps({"cut": cut, "note": note}) + "\n")
+        else:
+            out().print(note, markup=False, style="dim")
 
 
 def render_hits(hits: list[Hit]) -> None:
