@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 import os
 import shutil
+import socket
 import threading
 import time
 from pathlib import Path
@@ -466,6 +467,9 @@ def test_binding_beyond_loopback_makes_and_prints_a_token(lib):
 
 def test_serve_command_errors_are_one_line(lib, tmp_path):
     taken = bind("127.0.0.1", 0)
+    # asyncio sets TCP_NODELAY only on sockets made as TCP: without, each keep-alive
+    # answer waited ~40 ms for the client's delayed ACK
+    assert taken.proto == socket.IPPROTO_TCP
     try:
         with pytest.raises(UserError, match="is in use: pick another with --port"):
             bind("127.0.0.1", taken.getsockname()[1])

@@ -21,7 +21,9 @@ def bind(host: str, port: int) -> socket.socket:
     except socket.gaierror as exc:
         raise UserError(f"cannot bind to '{host}': {exc.strerror}") from None
     family, _, _, _, address = infos[0]
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # proto given: asyncio turns Nagle off (TCP_NODELAY) only on sockets that say TCP, and
+    # with it on, each keep-alive answer waited ~40 ms for the client's delayed ACK
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind(address)
