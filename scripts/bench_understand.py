@@ -4,6 +4,7 @@ search` with and without the reading (`--literal`, and optionally the code befor
 the reverse geocoder's first lookup (paid once by an indexing process that meets GPS).
 
     .venv/bin/python scripts/bench_understand.py --index DIR [--before SRC] [--runs 15]
+        [--bytecode] [--skip-cli]
 
 DIR is any index (it is copied to a temporary folder first: a query on an index of an
 older format migrates it). SRC is a folder holding an older `searchengine` package to time
@@ -131,20 +132,27 @@ def as_format_2(db: Path) -> None:
         conn.execute("PRAGMA user_version = 2")
 
 
-def cold_cli(index: Path, before: Path | None, runs: int) -> dict[str, object]:
-    """Median cold `searchengine search --json -k 10` per variant, alternating."""
+def cold_cli(index: Path, before: Path | None, runs: int, bytecode: bool) -> dict[str, object]:
+    """Median cold `searchengine search --json -k 10` per variant, alternating; with
+    `bytecode`, compiled modules are cached (in a temporary PYTHONPYCACHEPREFIX) as in an
+    installed package, else the environment decides (PYTHONDONTWRITEBYTECODE=1 compiles
+    every module from source on every run)."""
     tmp = Path(tempfile.mkdtemp(prefix="bench-understand-"))
+    base = dict(os.environ)
+    if bytecode:
+        base.pop("PYTHONDONTWRITEBYTECODE", None)
+        base["PYTHONPYCACHEPREFIX"] = str(tmp / "pycache")
     variants: dict[str, tuple[list[str], dict[str, str], Path]] = {}
     if before is not None:
         old = tmp / "before"
         shutil.copytree(index, old)
         as_format_2(old / "catalog.db")
-        env = dict(os.environ, PYTHONPATH=str(before))
+        env = dict(base, PYTHONPATH=str(before))
         variants["before (no reading)"] = ([], env, old)
     new = tmp / "after"
     shutil.copytree(index, new)
-    variants["after, --literal"] = (["--literal"], dict(os.environ), new)
-    variants["after, read"] = ([], dict(os.environ), new)
+    variants["after, --literal"] = (["--literal"], base, new)
+    variants["after, read"] = ([], base, new)
     exe = str(Path(sys.executable).with_name("searchengine"))
     times: dict[str, list[float]] = {name: [] for name in variants}
     cpu: dict[str, list[float]] = {name: [] for name in variants}
@@ -189,6 +197,7 @@ def main() -> None:
     ap.add_argument("--before", type=Path, default=None)
     ap.add_argument("--runs", type=int, default=15)
     ap.add_argument("--skip-cli", action="store_true", help="no cold command runs")
+    ap.add_argument("--bytecode", action="store_true", help="cold runs with bytecode cached")
     args = ap.parse_args()
     out: dict[str, object] = {}
     out.update(grammar_cost(200))
@@ -211,7 +220,7 @@ def main() -> None:
         fresh_process_ms("from searchengine.geo import place_of; place_of(38.72, -9.14)", 3), 1
     )
     if not args.skip_cli:
-        out.update(cold_cli(args.index, args.before, args.runs))
+        out.update(cold_cli(args.index, args.before, args.runs, args.bytecode))
     out["load_average"] = [round(x, 1) for x in os.getloadavg()]
     print(json.dumps(out, indent=2))
 
