@@ -8,8 +8,9 @@ queries are that script's real page titles (its `base.npz`, two folders up). In 
 
 1. baseline: `Engine.search(q, k=10)` in this process, read-only, after warm-ups: median and
    p95 over the queries (what a query costs without HTTP);
-2. `searchengine serve --index ... --port 0` started as its own process (as a user runs it);
-   the floor of HTTP: `GET /api/files/ID` (one catalog row) from one client;
+2. `searchengine serve --index ... --port 0 --parallel P` started as its own process (as a
+   user runs it), once per P compared (default 1 and 2); the floor of HTTP:
+   `GET /api/files/1` (one catalog row) from one client;
 3. `GET /api/search?q=...&k=10` from 1, 8 and 32 concurrent clients (asyncio + httpx, one
    keep-alive connection each, queries taken in turn), after a warm-up: per-request latency
    measured by the client from send to full JSON body, p50/p95, and requests per second over
@@ -68,11 +69,22 @@ def baseline(index: Path, queries: list[str]) -> dict[str, float]:
     return {"p50_ms": 1000 * statistics.median(times), "p95_ms": 1000 * percentile(times, 95)}
 
 
-def start_server(index: Path) -> tuple[subprocess.Popen, str]:
+def start_server(index: Path, parallel: int) -> tuple[subprocess.Popen, str]:
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
     env.pop("SEARCHENGINE_TOKEN", None)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "searchengine.cli", "serve", "--index", str(index), "--port", "0"],
+        [
+            sys.executable,
+            "-m",
+            "searchengine.cli",
+            "serve",
+            "--index",
+            str(index),
+            "--port",
+            "0",
+            "--parallel",
+            str(parallel),
+        ],  # fmt: skip
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -127,27 +139,33 @@ def main() -> None:
     ap.add_argument("--queries", type=Path, help="a base.npz of bench_scale (default: beside)")
     ap.add_argument("--clients", default="1,8,32")
     ap.add_argument("--requests", type=int, default=320, help="requests per concurrency")
+    ap.add_argument("--parallel", default="1,2", help="serve --parallel values to compare")
     args = ap.parse_args()
     index = args.index.resolve()
     queries = load_queries(index, args.queries)
     command = "python scripts/bench_serve.py " + " ".join(sys.argv[1:])
+    load_before = os.getloadavg()[0]
     print(f"{len(queries)} queries; baseline in process…", flush=True)
     base = baseline(index, queries)
     print(json.dumps({"baseline": base}), flush=True)
-    proc, url = start_server(index)
-    try:
-        search = [{"q": queries[i % len(queries)], "k": K} for i in range(args.requests)]
-        asyncio.run(load(url, "/api/search", search[:WARMUP], 1))
-        floor = asyncio.run(load(url, "/api/files/1", [{}] * 200, 1))
-        print(json.dumps({"http_floor": floor}), flush=True)
-        runs = []
-        for clients in [int(c) for c in args.clients.split(",")]:
-            result = asyncio.run(load(url, "/api/search", search, clients))
-            runs.append(result)
-            print(json.dumps(result), flush=True)
-    finally:
-        proc.terminate()
-        proc.wait(30)
+    search = [{"q": queries[i % len(queries)], "k": K} for i in range(args.requests)]
+    runs = []
+    floor: dict[str, float] = {}
+    for parallel in [int(p) for p in args.parallel.split(",")]:
+        proc, url = start_server(index, parallel)
+        try:
+            asyncio.run(load(url, "/api/search", search[:WARMUP], 1))
+            if not floor:
+                floor = asyncio.run(load(url, "/api/files/1", [{}] * 200, 1))
+                print(json.dumps({"http_floor": floor}), flush=True)
+            for clients in [int(c) for c in args.clients.split(",")]:
+                result = asyncio.run(load(url, "/api/search", search, clients))
+                result["parallel"] = parallel
+                runs.append(result)
+                print(json.dumps(result), flush=True)
+        finally:
+            proc.terminate()
+            proc.wait(30)
     results = {
         "command": command,
         "index": str(args.index),
@@ -156,6 +174,7 @@ def main() -> None:
         "baseline": base,
         "http_floor": floor,
         "runs": runs,
+        "load_average": [load_before, os.getloadavg()[0]],
     }
     (index / "serve-bench.json").write_text(json.dumps(results, indent=2), encoding="utf-8")
     print(report(results))
@@ -169,13 +188,17 @@ def report(r: dict) -> str:
         f"- in-process `Engine.search`: p50 {b['p50_ms']:.1f} ms, p95 {b['p95_ms']:.1f} ms "
         f"(one query at a time: at most {1000 / b['p50_ms']:.0f} queries/s)",
         f"- HTTP floor (`GET /api/files/1`, 1 client): p50 {r['http_floor']['p50_ms']:.1f} ms",
+        "- 1-minute load average at start / end (the machine is shared): "
+        + " / ".join(f"{x:.1f}" for x in r["load_average"]),
         "",
-        "| clients | requests | p50 ms | p95 ms | p50 / in-process | queries/s | errors | empty |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| --parallel | clients | requests | p50 ms | p95 ms | p50 / in-process | queries/s "
+        "| errors | empty |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for run in r["runs"]:
         lines.append(
-            f"| {run['clients']} | {run['requests']} | {run['p50_ms']:.1f} | {run['p95_ms']:.1f} "
+            f"| {run['parallel']} | {run['clients']} | {run['requests']} | {run['p50_ms']:.1f} "
+            f"| {run['p95_ms']:.1f} "
             f"| {run['p50_ms'] / b['p50_ms']:.2f}x | {run['per_s']:.1f} | {run['errors']} "
             f"| {run['empty']} |"
         )

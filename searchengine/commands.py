@@ -463,6 +463,13 @@ def serve(
     max_upload_mb: Annotated[
         float, typer.Option("--max-upload-mb", help="Largest example file accepted.")
     ] = 64.0,
+    parallel: Annotated[
+        int,
+        typer.Option(
+            "--parallel",
+            help="Queries answered at once (each holds its own copy of the vector caches).",
+        ),
+    ] = 1,
 ) -> None:
     """Serve a web page and a JSON API over the index (read-only; Ctrl-C stops)."""
     from searchengine.serve.server import run_server
@@ -477,6 +484,7 @@ def serve(
             token=token,
             cors=cors or [],
             max_upload=int(max_upload_mb * (1 << 20)),
+            parallel=parallel,
             say=lambda line: out().print(line, markup=False, highlight=False),
         )
     except UserError as exc:

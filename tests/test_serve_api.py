@@ -385,6 +385,11 @@ def test_the_index_is_read_only_from_http(client, lib, ids):
     assert client.post("/api/status").status_code == 405
     with Engine(lib["index"]) as writer, pytest.raises(ValueError):
         create_app(engine=writer)
+    pool = create_app(lib["index"], parallel=3).state.library
+    assert len(pool.engines) == 3 and all(e.readonly for e in pool.engines)
+    pool.close()
+    with pytest.raises(UserError, match="--parallel must be at least 1"):
+        create_app(lib["index"], parallel=0)
 
 
 def test_an_internal_failure_is_json_without_a_traceback(client, monkeypatch):
@@ -484,7 +489,8 @@ def test_serve_command_errors_are_one_line(lib, tmp_path):
 
 @pytest.fixture(scope="module")
 def live(lib, uploads):
-    server = Server(create_app(lib["index"], upload_dir=uploads), bind("127.0.0.1", 0)).start()
+    app = create_app(lib["index"], upload_dir=uploads, parallel=2)  # two engines answer
+    server = Server(app, bind("127.0.0.1", 0)).start()
     yield server.url.rstrip("/")
     server.stop()
 

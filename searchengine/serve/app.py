@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import logging
 import os
+import queue
 import re
-import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -105,17 +105,28 @@ class ThumbParams(BaseModel):
 
 
 class Library:
-    """The server's one read-only Engine. Queries take turns: a Store catches up on another
-    process's commits in place, which one thread must do alone; queries take milliseconds,
-    so turns are short and clients wait in line rather than fail."""
+    """The server's read-only Engines: `parallel` of them answer at once, each used by one
+    thread at a time (a Store catches up on another process's commits in place, which one
+    thread must do alone). They share the loaded models (one copy per process) and each
+    holds its own vector caches; a query waits for a free engine rather than fail."""
 
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
-        self.lock = threading.Lock()
+    def __init__(self, engines: list[Engine]) -> None:
+        self.engines = engines
+        self.engine = engines[0]
+        self._free: queue.SimpleQueue[Engine] = queue.SimpleQueue()
+        for engine in engines:
+            self._free.put(engine)
 
     def call(self, fn: Callable[[Engine], T]) -> T:
-        with self.lock:
-            return fn(self.engine)
+        engine = self._free.get()
+        try:
+            return fn(engine)
+        finally:
+            self._free.put(engine)
+
+    def close(self) -> None:
+        for engine in self.engines:
+            engine.close()
 
     def record(self, file_id: int) -> FileRecord:
         found = self.call(lambda e: e.catalog.files_by_id([file_id]))
@@ -124,17 +135,18 @@ class Library:
         return found[file_id]
 
     def warm(self) -> None:
-        """Load the query encoders of the spaces that hold vectors, before the first query."""
+        """Load the vector caches and query encoders, before the first query."""
         from searchengine.encoders.registry import SPACES
         from searchengine.errors import ModelUnavailable
 
-        for space in SPACES:
-            if len(self.engine.vectors(space)) == 0:
-                continue
-            try:
-                self.engine.models.query_encoder(space).embed_queries(["warm up"])
-            except ModelUnavailable:
-                continue
+        for engine in self.engines:
+            for space in SPACES:
+                if len(engine.vectors(space)) == 0:
+                    continue
+                try:
+                    engine.models.query_encoder(space).embed_queries(["warm up"])
+                except ModelUnavailable:
+                    continue
 
 
 def matched_words(query: str, texts: list[str]) -> list[str]:
@@ -186,15 +198,20 @@ def create_app(
     cors: list[str] | None = None,
     max_upload: int = DEFAULT_MAX_BYTES,
     upload_dir: str | os.PathLike[str] | None = None,
+    parallel: int = 1,
 ) -> FastAPI:
     """The server for one index, opened read-only here (or the given read-only engine).
     `token`: what every request must carry (None: loopback Host only); `cors`: origins
-    allowed to call the API from their pages (none by default)."""
+    allowed to call the API from their pages (none by default); `parallel`: queries
+    answered at once (each with its own read-only Engine)."""
+    if parallel < 1:
+        raise UserError("--parallel must be at least 1")
     if engine is None:
         engine = Engine(index, readonly=True)
     elif not engine.readonly:
         raise ValueError("the server takes an engine opened with readonly=True")
-    library = Library(engine)
+    more = [Engine(engine.dir, readonly=True) for _ in range(parallel - 1)]
+    library = Library([engine, *more])
     uploads = Uploads(upload_dir)
     thumbs = Thumbnails()
 
@@ -202,7 +219,7 @@ def create_app(
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         yield
         uploads.close()
-        engine.close()
+        library.close()
 
     app = FastAPI(
         title="searchengine",

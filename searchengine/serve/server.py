@@ -83,6 +83,7 @@ def run_server(
     token: str | None = None,
     cors: list[str] | None = None,
     max_upload: int = DEFAULT_MAX_BYTES,
+    parallel: int = 1,
     say: Callable[[str], None] = print,
     stop: threading.Event | None = None,
 ) -> None:
@@ -98,7 +99,14 @@ def run_server(
     except UserError:
         engine.close()
         raise
-    app = create_app(engine=engine, token=need, cors=cors, max_upload=max_upload)
+    try:
+        app = create_app(
+            engine=engine, token=need, cors=cors, max_upload=max_upload, parallel=parallel
+        )
+    except UserError:
+        engine.close()
+        sock.close()
+        raise
     app.state.library.warm()
     server = Server(app, sock).start()  # the address is printed once it answers
     say(f"serving {engine.dir} at {server.url}  (Ctrl-C stops)")
