@@ -16,8 +16,11 @@ engine runs (`searchengine.cutoff.kept`) to the page's scores:
 
 `--sweep` tries every candidate (ratio to the best score, drop below the best, widest gap,
 knee, each alone and with an absolute floor) and picks the one with the best mean F1 over
-the sets among those that lose at most MAX_RECALL_LOSS recall on every set against the full
-page; without it, only the shipped RankParams values are shown.
+the sets among those that lose at most `--max-loss` (MAX_RECALL_LOSS) recall on every set
+against the full page; its table adds that rule, the best of each family within the budget,
+the best by F1 ignoring the budget, and the shipped search rule. Without it, only the full
+page and the shipped RankParams rule are shown. Search sets and `similar` are chosen apart:
+their scores are on different scales.
 """
 
 from __future__ import annotations
@@ -157,6 +160,41 @@ def table(sets: Mapping[str, Sequence[Page]], rules: Sequence[Cutoff]) -> str:
     return "\n".join(out)
 
 
+def sweep(
+    group: Mapping[str, Sequence[Page]], max_loss: float, also: Sequence[Cutoff]
+) -> list[Cutoff]:
+    """Print the best rules of a group of sets; return the rules for its table: the chosen
+    one, the best of each family within the budget, the best ignoring the budget, `also`."""
+    best, results = choose(group, candidates(), max_loss)
+    full = {n: measure(p, FULL) for n, p in group.items()}
+
+    def mean_f1(got: Mapping[str, Kept]) -> float:
+        return statistics.fmean(k.f1 for k in got.values())
+
+    def within(got: Mapping[str, Kept]) -> bool:
+        return all(full[n].recall - got[n].recall <= max_loss + 1e-12 for n in got)
+
+    print(f"\n{', '.join(group)}: {len(results)} rules tried; the best by mean F1:")
+    ranked = sorted(results, key=lambda r: -mean_f1(r[1]))
+    for rule, got in ranked[:10]:
+        line = "; ".join(
+            f"{n} kept {k.kept:.2f} P {k.precision:.3f} R {k.recall:.3f} F1 {k.f1:.3f}"
+            for n, k in got.items()
+        )
+        print(f"  {describe(rule)}: {line}")
+    print(
+        f"  chosen (recall loss <= {max_loss:g} on each set): {describe(best) if best else 'none'}"
+    )
+    families: dict[str, tuple[float, Cutoff]] = {}
+    for rule, got in results:
+        if rule.floor or not within(got) or (rule.rule == "ratio" and rule.value == 0):
+            continue
+        if rule.rule not in families or mean_f1(got) > families[rule.rule][0] + 1e-12:
+            families[rule.rule] = (mean_f1(got), rule)
+    rules = [r for r in (best, *(r for _, r in families.values()), ranked[0][0], *also) if r]
+    return list(dict.fromkeys(rules))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     ap.add_argument("--index-root", type=Path, default=REPO / "indexes" / "eval")
@@ -174,37 +212,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     search = {n: load_pages(args.index_root, n, args.mode) for n in names if n != SIMILAR_SET}
     similar = {n: load_pages(args.index_root, n, SIMILAR_MODE) for n in names if n == SIMILAR_SET}
     shipped = RankParams()
-    if args.sweep:
-        for group in (search, similar):
-            if not group:
-                continue
-            best, results = choose(group, candidates(), args.max_loss)
-            print(f"\n{', '.join(group)}: {len(results)} rules tried")
-            ranked = sorted(results, key=lambda r: -statistics.fmean(k.f1 for k in r[1].values()))
-            for rule, got in ranked[:15]:
-                line = "; ".join(
-                    f"{n} kept {k.kept:.2f} P {k.precision:.3f} R {k.recall:.3f} F1 {k.f1:.3f}"
-                    for n, k in got.items()
-                )
-                print(f"  {describe(rule)}: {line}")
-            print(f"  chosen (recall loss <= {args.max_loss:g} on each set): ", end="")
-            print(describe(best) if best else "none")
-            families: dict[str, tuple[float, Cutoff]] = {}
-            for rule, got in results:
-                f1 = statistics.fmean(k.f1 for k in got.values())
-                family = rule.rule + (" + floor" if rule.floor else "")
-                full = {n: measure(p, FULL) for n, p in group.items()}
-                ok = all(full[n].recall - got[n].recall <= args.max_loss + 1e-12 for n in got)
-                if ok and (family not in families or f1 > families[family][0]):
-                    families[family] = (f1, rule)
-            print("  best of each family within the recall budget:")
-            for family, (f1, rule) in sorted(families.items(), key=lambda kv: -kv[1][0]):
-                print(f"    {family}: {describe(rule)} (mean F1 {f1:.3f})")
-    print()
-    if search:
-        print(table(search, [FULL, shipped.cutoff]))
-    if similar:
-        print(table(similar, [FULL, shipped.similar_cutoff]))
+    for group, rule in ((search, shipped.cutoff), (similar, shipped.similar_cutoff)):
+        if not group:
+            continue
+        rules = [FULL, rule]
+        if args.sweep:
+            rules += sweep(group, args.max_loss, [shipped.cutoff])
+        print()
+        print(table(group, list(dict.fromkeys(rules))))
     return 0
 
 
