@@ -1,9 +1,10 @@
 """Measure retrieval quality (recall@k, MRR@10) on labelled sets built from real sample media.
 
     python scripts/eval_retrieval.py
-        [--sets docs-titles,images-labels,sounds-labels,manpages-seealso]
+        [--sets docs-titles,manpages-whatis,images-labels,sounds-labels,manpages-seealso]
         [--index-root indexes/eval] [--queries 150] [--corpus 400] [--seed 0]
         [--clip-config CONFIG_OR_NAME --clip-pretrained CHECKPOINT_OR_TAG] [--clap DIR] [--fresh]
+        [--fusion] [--engine-only]
 
 Labelled sets (each a list of (query, set of relevant files)), built from the media that
 scripts/fetch_samples.py takes out of Debian packages (fetched here when missing):
@@ -14,8 +15,13 @@ scripts/fetch_samples.py takes out of Debian packages (fetched here when missing
   titles, such as "PREPARE", name two pages). A seeded sample of `--corpus` pages is
   indexed and `--queries` distinct titles among them are asked, so every query has an
   answer and the other pages are distractors. Titles are part of the pages, as they are
-  for a user who remembers one. A harder paraphrase set is not built: there is no honest
-  source of paraphrases here, and writing them ourselves would tune the set to the model.
+  for a user who remembers one, so this set favours keywords.
+- `manpages-whatis` (scripts/eval_whatis.py): the description of a man page's NAME line
+  ("copy files and directories") asks for that page, indexed without its NAME section
+  under a neutral name: queries written for a page but not as its title or name, which
+  favour meaning. Rows for all queries and for those sharing at most half their words
+  with the target. Descriptions written by the pages' authors, not by us, so the set is
+  not tuned to the model.
 - `images-labels`: the qabcs-data clip-art (328 PNGs named after what they show, "cat.png").
   The query is "a picture of a {label}"; relevant = the images with that label.
 - `sounds-labels`: the qabcs-data noises (241 OGGs, "bear.ogg"): "the sound of a {label}".
@@ -51,11 +57,18 @@ for the time of its queries:
   / 2, so the order is the raw cosine order; no MMR.
 - `random`: a seeded random order of the indexed files: the chance level.
 
+`--fusion` replaces the docs-titles and manpages-whatis modes by FUSION_MODES: BM25 only,
+vector only, the weighted sums for vector weights 0.3-0.9 and reciprocal rank fusion (MMR
+on, as shipped), to choose the shipped fusion on both sets together. Every run writes each
+mode's pages (score and relevance of each hit) to <index-root>/<set>/pages.json, which
+scripts/eval_cutoff.py reads to choose and check the adaptive cutoff.
+
 Metrics per query over the top 10 files: recall@k = |relevant in top k| / |relevant|,
-reciprocal rank = 1 / rank of the first relevant file (0 when none is in the top 10); the
-table shows their means. Prints a Markdown block (table, corpus notes, timings, the exact
-command) for docs/benchmarks.md. Exits 2 with one line on stderr when a sample set cannot
-be fetched or a given model cannot be loaded.
+reciprocal rank = 1 / rank of the first relevant file (0 when none is in the top 10),
+NDCG@10 with gain 1 for each relevant file; the table shows their means. Prints a
+Markdown block (table, corpus notes, timings, the exact command) for docs/benchmarks.md.
+Exits 2 with one line on stderr when a sample set cannot be fetched or a given model
+cannot be loaded.
 """
 
 import argparse
