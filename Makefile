@@ -51,6 +51,7 @@ demo: install
 	done
 	@echo; echo "== search: cockatoo (video, found by name until CLIP weights are given)"
 	$(SE) search "cockatoo" --index $(DEMO_INDEX) -k 2 --type video
+	@echo; echo "== the web page: $(SE) serve --index $(DEMO_INDEX)  (http://127.0.0.1:8765/)"
 
 bench-text: install
 	$(PY) scripts/fetch_samples.py bigdocs
