@@ -24,14 +24,7 @@ from searchengine.deadline import DeadlineExceeded, iterate_with_deadline, order
 from searchengine.encoders.registry import SPACES
 from searchengine.errors import DecodeError, ModelUnavailable, Skip, UserError
 from searchengine.geo import add_place
-from searchengine.inflight import (
-    CRASH_REASON,
-    JOURNAL_NAME,
-    STRIKES_TO_BLAME,
-    Journal,
-    crashes_in_child,
-    read_journal,
-)
+from searchengine.inflight import CRASH_REASON, STRIKES_TO_BLAME, Journal, crashes_in_child
 from searchengine.media import decode_file
 from searchengine.reembed import Redo, Reembedder
 from searchengine.store.catalog import FileRecord, NewFile
@@ -222,6 +215,8 @@ class Indexer:
                     self._transcribe,
                     in_flight=self._journaled,
                     limit_s=self.decode_timeout_s,
+                    suspects=journal.left_over,
+                    probe=self._probe,
                 ).run({f: r for f, r in redo.items() if f not in done_now}, summary, report)
             finally:
                 self.journal = None
@@ -264,10 +259,6 @@ class Indexer:
             ("audio", "video"), "speech", self.config.models.get("speech", "off")
         ):
             partial.setdefault(fid, Redo()).speech = True
-        suspects = read_journal(self.index_dir / JOURNAL_NAME)
-        if suspects and partial:  # in flight at a crash while re-embedded: proven like a new file
-            records = self.catalog.files_by_id(partial)
-            full |= {fid for fid, rec in records.items() if rec.path_key in suspects}
         return full, {fid: r for fid, r in partial.items() if fid not in full}
 
     def _same_weights_renamed(self, space: str, key: str) -> bool:

@@ -12,7 +12,7 @@ crash journal, like a first indexing.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -22,6 +22,7 @@ import numpy as np
 from searchengine import faults
 from searchengine.deadline import DeadlineExceeded, call_with_deadline, iterate_with_deadline
 from searchengine.errors import ModelUnavailable
+from searchengine.inflight import CRASH_REASON, crashes_in_child
 from searchengine.media import decode_file
 from searchengine.types import Decoded, Segment
 
@@ -59,15 +60,21 @@ class Reembedder:
         *,
         in_flight: InFlight | None = None,
         limit_s: float = 600.0,
+        suspects: Mapping[bytes, int] | None = None,
+        probe: Callable[[str], None] | None = None,
     ) -> None:
         """`in_flight(path_key)` journals a file while its decoders run (a crash there is
-        traced to it); `limit_s` bounds each decoding step, as in a first indexing."""
+        traced to it); `limit_s` bounds each decoding step, as in a first indexing.
+        `suspects`: files in flight at the last run's crash; each is decoded first in a
+        forked child by `probe(path)`, and one that crashes it keeps its old vectors."""
         self.catalog = store.catalog
         self.models = models
         self.config = config
         self.transcribe = transcribe
         self.in_flight = in_flight or (lambda _key: nullcontext())
         self.limit_s = limit_s
+        self.suspects = suspects or {}
+        self.probe = probe
 
     def run(self, work: dict[int, Redo], summary: IndexSummary, report: Callable) -> int:
         """Redo each file, embedding BATCH files per model call; returns how many were
@@ -100,7 +107,6 @@ class Reembedder:
                 continue
             self._commit(plans, vectors)
             done += len(plans)
-            faults.point("reembed-committed")
         report("embed", len(items), len(items), "")
         return done
 
@@ -112,6 +118,11 @@ class Reembedder:
     def _redo_alone(self, rec: FileRecord, redo: Redo, summary: IndexSummary) -> int:
         """Decode one file again and embed its new segments part by part; 1 if its
         segments were replaced, 0 if it keeps its old ones (retried next run)."""
+        if rec.path_key in self.suspects and self.probe is not None:
+            probe = self.probe
+            if crashes_in_child(lambda: probe(rec.path), self.limit_s) is not False:
+                summary.note(f"kept the old vectors of {rec.path}: it {CRASH_REASON}")
+                return 0
         decode_for = {s for s in redo.spaces if s != "text"}
         new: list[Segment] = []
         vectors: list[np.ndarray | None] = []
@@ -162,6 +173,7 @@ class Reembedder:
                     conn, plan.file_id, plan.drop, plan.new, vecs, models, plan.meta
                 )
                 faults.point("reembed-file")
+        faults.point("reembed-committed")
 
     def _plan(
         self,

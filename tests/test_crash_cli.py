@@ -134,9 +134,9 @@ def perturbed_checkpoint(original: Path, out: Path) -> Path:
 
 
 def test_kill_during_a_model_switch(tmp_path, test_models):
-    """Killed between two batches (32 files on the new model, the rest on the old): old
-    vectors stay searchable, and the next run finishes the switch exactly as a clean index
-    with the new model would be."""
+    """Killed after 20 of 40 images were switched (each file is its own commit): old
+    vectors stay, and the next run finishes the switch exactly as a clean index with the
+    new model would be."""
     root = coloured_images(tmp_path / "swatches")
     config = str(test_models["clip_config"])
     old = ("--clip", config, "--clip-pretrained", str(test_models["clip_checkpoint"]))
@@ -145,7 +145,7 @@ def test_kill_during_a_model_switch(tmp_path, test_models):
     queries = ["a red swatch", "kitchen wall"]
     reference = state(clean_index(root, tmp_path / "clean", *new), root, queries)
     index = clean_index(root, tmp_path / "index", *old)
-    killed(root, index, "reembed-committed:1", *new)
+    killed(root, index, "reembed-committed:20", *new)
     with Engine(index, readonly=True) as eng:
         in_use = eng.catalog.models_in_use("clip")
         hits = eng.search("a red swatch", k=40, types=["image"])
@@ -158,7 +158,7 @@ def test_kill_during_a_model_switch(tmp_path, test_models):
         query = next(iter(eng.catalog.vector_map([made[0][0]]).values()))
         mixed, _ = eng.store.search("clip", query, 40)
         only_new, _ = eng.store.search("clip", query, 40, model=key)
-    assert len(in_use) == 2 and len(new_ids) == 32  # really killed half-way
+    assert len(in_use) == 2 and len(new_ids) == 20  # really killed half-way
     assert len(hits) == 40  # every image still found (by a vector or by its name)
     # a query made by the new model is never scored against the old model's vectors
     assert {i for i, _ in mixed} - new_ids and {i for i, _ in only_new} == new_ids
