@@ -56,13 +56,16 @@ def _with_models(
 
 
 def _check_models(config: IndexConfig, spaces: list[str]) -> None:
-    """Each newly chosen model must be found before the index switches to it."""
+    """Each newly chosen model must be found and load before the index switches to it (a
+    checkpoint that exists but is damaged is refused too). Loaded models are kept for the
+    run that follows."""
     registry = ModelRegistry(config)
     for space in spaces:
         if space == "speech" and config.models.get("speech") == "off":
             continue
         try:
             registry.resolve(space)
+            registry.encoder(space)
         except ModelUnavailable as exc:
             raise UserError(f"{exc} Nothing was changed.") from None
         except Exception as exc:  # an unknown open_clip name, a malformed config file

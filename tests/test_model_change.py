@@ -61,6 +61,19 @@ def test_bad_model_name_changes_nothing(indexed, args) -> None:
     assert hits.returncode == 0 and "astronomy.rst" in hits.stdout
 
 
+def test_damaged_checkpoint_changes_nothing(indexed, tmp_path, test_models) -> None:
+    """A checkpoint that exists but does not load is refused like a missing one."""
+    docs, index = indexed
+    before = _fingerprint(index)
+    damaged = tmp_path / "damaged.pt"
+    damaged.write_bytes(os.urandom(4096))
+    res = run_cli("index", str(docs), "--index", str(index),
+                  "--clip", str(test_models["clip_config"]), "--clip-pretrained", str(damaged))
+    assert res.returncode == 2, res.stderr
+    assert "Nothing was changed" in res.stderr and "Traceback" not in res.stderr
+    assert _fingerprint(index) == before
+
+
 def test_relative_checkpoint_is_stored_absolute(tmp_path: Path, test_models) -> None:
     docs = write_corpus(tmp_path / "docs", {"note.txt": "a note about the harbour"})
     cwd = os.getcwd()
