@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from sqlalchemy.exc import OperationalError
 
 from searchengine.config import IndexConfig, default_index_dir
 from searchengine.crawler import display_path
@@ -157,6 +158,14 @@ class Engine:
             store = Store(self.dir, readonly=True)
         except ValueError as exc:  # written by a newer version
             raise UserError(str(exc)) from None
+        except OperationalError as exc:  # a read-only disk or folder, for a writer
+            if self.readonly:
+                raise
+            why = str(exc.orig) if exc.orig is not None else str(exc)
+            raise UserError(
+                f"cannot write to {self.dir} ({why}): searches work there, indexing needs "
+                "a writable folder"
+            ) from None
         return self._drop_old_caches(store)
 
     def _drop_old_caches(self, store: Store) -> Store:

@@ -157,3 +157,21 @@ def test_cli_search_on_a_read_only_disk(built, tmp_path, wal_files):
     assert res.returncode == 0, res.stderr
     assert Path(json.loads(res.stdout)[0]["path"]).name == "garden.md"
     assert snapshot(index) == before
+
+
+def test_indexing_a_folder_sqlite_cannot_write_is_one_line(tmp_path, monkeypatch):
+    """Root ignores permissions, so the read-only disk is SQLite's own answer there."""
+    import sqlite3
+
+    from sqlalchemy.exc import OperationalError
+
+    from searchengine import UserError
+    from searchengine import engine as engine_module
+
+    def unwritable(folder, *, readonly=False):
+        error = sqlite3.OperationalError("unable to open database file")
+        raise OperationalError("PRAGMA journal_mode=WAL", {}, error)
+
+    monkeypatch.setattr(engine_module, "Store", unwritable)
+    with pytest.raises(UserError, match="cannot write to .*unable to open database file"):
+        Engine(tmp_path / "index", create=True)
