@@ -138,6 +138,8 @@ def find_dates(text: str, now: datetime, claims: Claims) -> list[DateRange]:
             start, opener, introduced = _introduction(text, m.start())
             if kind == "named" and (not introduced or _word_at(text, start) in ("of", "at")):
                 continue  # "may", "march", "fall" alone are words; "photos of May" a name
+            if kind in ("day", "iso_day") and not introduced:
+                continue  # "changelog 3.11.12", "notes 2021-03-15": a version or a name
             if kind == "named" and m.group("name").lower() in WEEKDAYS:
                 continue  # "the meeting on Tuesday" says no week: words ("last Tuesday" is one)
             after, before = span

@@ -3,8 +3,9 @@ index's photos and videos (names from their GPS, see searchengine/geo.py).
 
 A city is often also a word ("Nice weather", "Reading glasses", "Bath towels"), so a
 phrase is a place only when the index holds files taken there, and then only when "in",
-"at", "from" or "near" comes before it, or when it is capitalised inside the query (not as
-its first word). Without a preposition the words also stay in the query: it may mean both.
+"at", "from", "near" or "around" comes before it. Without one ("notes about Lisbon") it is
+no filter, which would hide every file without GPS: the words stay, and BM25 finds them in
+the place names of the files taken there.
 """
 
 from __future__ import annotations
@@ -66,8 +67,7 @@ def find_place(text: str, claims: Claims, known: KnownPlaces | None) -> PlaceMat
         first, last = tokens[i], tokens[j]
         before = _previous(all_words, first)
         introduced = before is not None and before.lower in BEFORE_PLACE
-        capitalised = first.text[:1].isupper() and all_words[0].start != first.start
-        if not (introduced or capitalised):
+        if not introduced:  # "notes about Lisbon": words, found by the place names' BM25
             continue
         start = before.start if introduced and before is not None else first.start
         matches.append(PlaceMatch(names[key], key, start, last.end, introduced))

@@ -38,8 +38,10 @@ class Wanted:
         return any(getattr(self, f.name) is not None for f in fields(self))
 
     def over(self, given: Wanted) -> Wanted:
-        """These values where `given` (explicit flags) has none: flags always win."""
-        return Wanted(
+        """These values where `given` (explicit flags) has none: flags always win. A date
+        range is one value: `--after` alone replaces the words' whole range, so the two
+        never mix into an empty one."""
+        merged = Wanted(
             **{
                 f.name: getattr(given, f.name)
                 if getattr(given, f.name) is not None
@@ -47,6 +49,9 @@ class Wanted:
                 for f in fields(self)
             }
         )
+        if given.after is not None or given.before is not None:
+            merged.after, merged.before = given.after, given.before
+        return merged
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -102,6 +107,10 @@ class Reading:
         return replace(self, filters=self.filters.over(given), notes=list(self.notes))
 
 
+MAX_READ_CHARS = 500
+"""Longer queries are not read for dates and places (the reading's cost grows with length)."""
+
+
 def literal(query: str) -> Reading:
     return Reading(query=query, text=query, literal=True)
 
@@ -113,6 +122,10 @@ def read_query(
     `now` fixes what "yesterday" means; `known_places` says which phrases are places of
     indexed files (without it, no place is recognised)."""
     now = now or datetime.now()
+    if len(query) > MAX_READ_CHARS:  # a pasted text, not a question: read as words
+        reading = literal(query)
+        reading.notes.append(f"a query over {MAX_READ_CHARS} characters is searched as words")
+        return reading
     claims = Claims()
     cut: list[tuple[int, int]] = []
     notes: list[str] = []
