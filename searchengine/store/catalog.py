@@ -707,15 +707,7 @@ class Catalog:
         self, space: str, filters: Filters, limit: int, level: str = "segment"
     ) -> np.ndarray:
         """Ids of a space passing the filters, at most `limit` (more means: not selective)."""
-        table = LEVEL_TABLES[level]
-        sql = (  # the files first: a selective filter passes few of them
-            f"SELECT s.id FROM files f CROSS JOIN {table.name} s ON s.file_id = f.id "
-            "WHERE s.space = :space AND s.vector IS NOT NULL"
-        )
-        sql, params = _model_filter(sql, {"space": space}, filters)
-        sql, params = _filters(sql, params, filters)
-        sql += " LIMIT :limit"
-        params["limit"] = limit
+        sql, params = _allowed_select("s.id", space, filters, level, limit)
         with self.engine.connect() as conn:
             return np.fromiter(conn.execute(text(sql), params).scalars(), dtype=np.int64)
 
@@ -724,15 +716,7 @@ class Catalog:
     ) -> tuple[np.ndarray, np.ndarray] | None:
         """(ids, float32 rows) of a space's vectors of size `dim` passing the filters, read
         in the listing query itself; None when more than `limit` pass (not selective)."""
-        table = LEVEL_TABLES[level]
-        sql = (  # the files first: a selective filter passes few of them
-            f"SELECT s.id, s.vector FROM files f CROSS JOIN {table.name} s "
-            "ON s.file_id = f.id WHERE s.space = :space AND s.vector IS NOT NULL"
-        )
-        sql, params = _model_filter(sql, {"space": space}, filters)
-        sql, params = _filters(sql, params, filters)
-        sql += " LIMIT :limit"
-        params["limit"] = limit + 1
+        sql, params = _allowed_select("s.id, s.vector", space, filters, level, limit + 1)
         with self.engine.connect() as conn:
             rows = conn.execute(text(sql), params).all()
         if len(rows) > limit:
@@ -1143,6 +1127,21 @@ def porter_stems(words: Sequence[str]) -> dict[str, str]:
             out.setdefault(words[int(doc) - 1], term)
         db.execute("DELETE FROM w")
     return {w: out.get(w, w) for w in words}
+
+
+def _allowed_select(
+    columns: str, space: str, filters: Filters, level: str, limit: int
+) -> tuple[str, dict[str, Any]]:
+    """A space's stored vectors (alias `s`) passing the filters, at most `limit` rows."""
+    table = LEVEL_TABLES[level]
+    sql = (  # the files first: a selective filter passes few of them
+        f"SELECT {columns} FROM files f CROSS JOIN {table.name} s ON s.file_id = f.id "
+        "WHERE s.space = :space AND s.vector IS NOT NULL"
+    )
+    sql, params = _model_filter(sql, {"space": space}, filters)
+    sql, params = _filters(sql, params, filters)
+    params["limit"] = limit
+    return sql + " LIMIT :limit", params
 
 
 def _model_filter(
