@@ -7,8 +7,12 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import shutil
+import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -23,7 +27,7 @@ from searchengine.errors import UserError
 from searchengine.serve.app import create_app
 from searchengine.serve.security import is_loopback, server_token
 from searchengine.serve.server import Server, bind, run_server
-from tests.conftest import run_cli
+from tests.conftest import REPO, run_cli
 from tests.serve_fixtures import SCENE_S, served_library  # noqa: F401 - a fixture
 
 LOCAL = "http://127.0.0.1"
@@ -378,14 +382,14 @@ def test_a_catalogued_file_swapped_for_a_symlink_is_refused(client, lib, ids, tm
 # ---- read-only, errors, CORS, tokens ------------------------------------------------------
 
 
-def test_the_index_is_read_only_from_http(client, lib, ids):
+def test_the_index_is_read_only_from_http(client, lib, ids, tmp_path):
     assert client.app.state.library.engine.readonly
     for method in ("PUT", "DELETE", "PATCH"):
         assert client.request(method, f"/api/files/{ids['wave.jpg']}").status_code == 405
     assert client.post("/api/status").status_code == 405
     with Engine(lib["index"]) as writer, pytest.raises(ValueError):
         create_app(engine=writer)
-    pool = create_app(lib["index"], parallel=3).state.library
+    pool = create_app(lib["index"], parallel=3, upload_dir=tmp_path).state.library
     assert len(pool.engines) == 3 and all(e.readonly for e in pool.engines)
     pool.close()
     with pytest.raises(UserError, match="--parallel must be at least 1"):
@@ -482,6 +486,36 @@ def test_serve_command_errors_are_one_line(lib, tmp_path):
         taken.close()
     r = run_cli("serve", "--index", str(tmp_path / "none"), "--port", "0")
     assert r.returncode == 2 and "no index at" in r.stderr and "Traceback" not in r.stderr
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_serve_stops_cleanly_on_a_signal_and_deletes_its_upload_folder(lib, tmp_path, sig):
+    temp = tmp_path / "tmp"  # the upload folder is made by tempfile.mkdtemp, under $TMPDIR
+    temp.mkdir()
+    env = {**os.environ, "TMPDIR": str(temp), "PYTHONUNBUFFERED": "1", "COLUMNS": "400"}
+    cmd = [sys.executable, "-m", "searchengine.cli", "serve", "--index", str(lib["index"])]
+    proc = subprocess.Popen(
+        [*cmd, "--port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        cwd=REPO,
+    )
+    try:
+        line = proc.stdout.readline()
+        found = re.search(r"http://\S+/", line)
+        assert found, (line, proc.stderr.read() if proc.poll() is not None else "")
+        assert httpx.get(f"{found.group(0)}api/status", timeout=30).status_code == 200
+        assert len(list(temp.glob("searchengine-uploads-*"))) == 1
+        proc.send_signal(sig)
+        assert proc.wait(timeout=20) == 0, proc.stderr.read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert "Traceback" not in proc.stderr.read()
+    assert list(temp.glob("searchengine-uploads-*")) == []
 
 
 # ---- a real server: many clients, and another process's `index` -------------------------

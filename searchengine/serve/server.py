@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import errno
 import os
+import signal
 import socket
 import threading
 from collections.abc import Callable
@@ -75,6 +76,25 @@ class Server:
         self.sock.close()
 
 
+def stop_on_signals(stop: threading.Event) -> Callable[[], None]:
+    """Set `stop` on SIGINT and SIGTERM (main thread only; elsewhere nothing changes) and
+    give back a function restoring the old handlers. The main thread waits on the event
+    rather than joining the server thread: Ctrl-C interrupting a join marks the thread as
+    stopped in Python 3.11, and uvicorn's shutdown (uploads deleted, engines closed) was
+    then skipped."""
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+    old = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    for sig in old:
+        signal.signal(sig, lambda *_: stop.set())
+
+    def restore() -> None:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
+
+    return restore
+
+
 def run_server(
     index: str | os.PathLike[str] | None,
     host: str = "127.0.0.1",
@@ -107,19 +127,25 @@ def run_server(
         engine.close()
         sock.close()
         raise
-    app.state.library.warm()
-    server = Server(app, sock).start()  # the address is printed once it answers
-    say(f"serving {engine.dir} at {server.url}  (Ctrl-C stops)")
-    if generated:
-        say(f"open {server.url}?token={need}  (a token made for this run, shown this once)")
-    elif need is not None:
-        say("every request must carry the token given (--token or $SEARCHENGINE_TOKEN)")
+    stop = stop or threading.Event()
+    restore = stop_on_signals(stop)
+    server: Server | None = None
     try:
+        app.state.library.warm()
+        server = Server(app, sock).start()  # the address is printed once it answers
+        say(f"serving {engine.dir} at {server.url}  (Ctrl-C stops)")
+        if generated:
+            say(f"open {server.url}?token={need}  (a token made for this run, shown this once)")
+        elif need is not None:
+            say("every request must carry the token given (--token or $SEARCHENGINE_TOKEN)")
         while server.thread is not None and server.thread.is_alive():
-            if stop is not None and stop.wait(0.2):
+            if stop.wait(0.2):
                 break
-            server.thread.join(0.3)
-    except KeyboardInterrupt:
-        pass
     finally:
-        server.stop()
+        if server is not None:
+            server.stop()  # uvicorn's shutdown closes the uploads and the engines
+        else:
+            sock.close()
+            app.state.library.close()
+        app.state.uploads.close()  # also when the shutdown did not run to its end
+        restore()
