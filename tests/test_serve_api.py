@@ -379,6 +379,39 @@ def test_a_catalogued_file_swapped_for_a_symlink_is_refused(client, lib, ids, tm
     assert client.get(url).status_code == 200
 
 
+def test_a_symlink_repointed_to_a_file_of_the_same_size_and_time_is_refused(tmp_path):
+    from searchengine.crawler import file_hash
+    from searchengine.serve.media import NotServable, check_file
+    from searchengine.store.catalog import FileRecord
+
+    photo, secret = tmp_path / "photo.txt", tmp_path / "secret.txt"
+    photo.write_text("holiday notes " * 10)
+    secret.write_text("TOP SECRET!!" * 10 + "xxxxxxxxxxxxxxxxxxxx")
+    st = photo.stat()
+    assert secret.stat().st_size == st.st_size
+    os.utime(secret, ns=(st.st_atime_ns, st.st_mtime_ns))
+    link = tmp_path / "library" / "photo.txt"
+    link.parent.mkdir()
+    link.symlink_to(photo)
+    rec = FileRecord(
+        1,
+        os.fsencode(link),
+        str(link),
+        "text",
+        st.st_size,
+        st.st_mtime_ns,
+        file_hash(str(photo)),
+        "indexed",
+        None,
+    )
+    assert check_file(rec).path == str(photo)
+    link.unlink()
+    link.symlink_to(secret)  # same size, same mtime, another file
+    with pytest.raises(NotServable, match="changed on disk") as refused:
+        check_file(rec)
+    assert refused.value.status == 409
+
+
 # ---- read-only, errors, CORS, tokens ------------------------------------------------------
 
 

@@ -11,6 +11,7 @@ import stat
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
+from functools import lru_cache
 
 from searchengine.store.catalog import FileRecord
 from searchengine.thumbs import picture
@@ -44,9 +45,12 @@ def check_file(record: FileRecord) -> Servable:
     """The catalogued file of `record`, if it is still there and still the same file.
 
     The path is resolved (symlinks followed) and must land on a regular file whose size and
-    modification time are the catalogued ones: a file replaced since indexing, or a symlink
-    pointed elsewhere afterwards, is refused. Nothing but the catalogued path is opened, so
-    no request can name another file."""
+    modification time are the catalogued ones: a file replaced since indexing is refused.
+    When resolving went through a symlink (the real path differs from the catalogued one),
+    size and time prove nothing (a link re-pointed at another file of the same size and a
+    copied mtime passes them), so the content must also hash to the catalogued BLAKE2b;
+    the hash is computed once per (inode, size, mtime, ctime) and kept. Nothing but the
+    catalogued path is opened, so no request can name another file."""
     if record.state not in SERVABLE_STATES:
         raise NotServable(404, f"file {record.id} is {record.state}: {record.reason or ''}".strip())
     path = os.fsdecode(record.path_key)
@@ -62,7 +66,27 @@ def check_file(record: FileRecord) -> Servable:
         raise NotServable(
             409, f"file {record.id} changed on disk since it was indexed: run 'searchengine index'"
         )
+    if real != os.path.abspath(path) and (
+        record.sha is None
+        or content_hash(real, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+        != record.sha
+    ):
+        raise NotServable(
+            409, f"file {record.id} changed on disk since it was indexed: run 'searchengine index'"
+        )
     return Servable(real, st.st_size, st.st_mtime_ns, media_type(record), st)
+
+
+@lru_cache(maxsize=4096)
+def content_hash(real: str, dev: int, ino: int, size: int, mtime_ns: int, ctime_ns: int) -> str:
+    """The content hash the catalog keeps (the stat fields are the cache key: a changed file
+    is hashed again)."""
+    from searchengine.crawler import file_hash
+
+    try:
+        return file_hash(real)
+    except OSError:
+        return ""
 
 
 MEDIA_TYPES = {
