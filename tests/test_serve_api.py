@@ -441,10 +441,35 @@ def test_cors_is_off_unless_asked(client, lib, tmp_path):
     assert "access-control-allow-origin" not in client.get("/api/status", headers=origin).headers
     app = create_app(lib["index"], cors=["http://elsewhere.test"], upload_dir=tmp_path)
     with TestClient(app, base_url=LOCAL) as c:
-        r = c.get("/api/status", headers=origin)
+        r = c.get("/api/status", headers={**origin, "sec-fetch-site": "cross-site"})
+        assert r.status_code == 200
         assert r.headers["access-control-allow-origin"] == "http://elsewhere.test"
         r = c.get("/api/status", headers={"origin": "http://other.test"})
         assert "access-control-allow-origin" not in r.headers
+
+
+def test_other_sites_pages_are_refused(client, ids):
+    media = f"/api/files/{ids['wave.jpg']}/media"
+    for headers in (
+        {"origin": "http://evil.test"},
+        {"origin": "null"},
+        {"origin": "http://127.0.0.1:9999"},
+        {"sec-fetch-site": "cross-site", "sec-fetch-mode": "no-cors"},
+    ):
+        for url in ("/api/status", "/api/search?q=planet", media):
+            r = client.get(url, headers=headers)
+            assert "other sites" in error_of(r, 403), (url, headers)
+            assert r.headers["cross-origin-resource-policy"] == "same-origin"
+    r = client.post(
+        "/api/similar", files={"file": ("a.txt", b"hello")}, headers={"origin": "http://evil.test"}
+    )
+    assert "other sites" in error_of(r, 403)
+    own = {"origin": LOCAL, "sec-fetch-site": "same-origin"}
+    r = client.get(media, headers=own)
+    assert r.status_code == 200 and r.headers["cross-origin-resource-policy"] == "same-origin"
+    link = {"sec-fetch-site": "cross-site", "sec-fetch-mode": "navigate"}
+    assert client.get("/", headers=link).status_code == 200  # a link to the page opens it
+    assert client.get("/api/status", headers=link).status_code == 403
 
 
 def test_loopback_without_token_answers_only_loopback_hosts(client):

@@ -27,7 +27,7 @@ from searchengine.cli import types_list
 from searchengine.engine import Engine
 from searchengine.errors import UserError
 from searchengine.serve.media import NotServable, Thumbnails, check_file
-from searchengine.serve.security import BodyLimit, Guard, SecurityHeaders
+from searchengine.serve.security import BodyLimit, Guard, SameOrigin, SecurityHeaders
 from searchengine.serve.uploads import DEFAULT_MAX_BYTES, BadUpload, Uploads
 from searchengine.store.catalog import FileRecord, fts_terms
 from searchengine.types import Hit
@@ -365,6 +365,7 @@ def create_app(
     # outermost last: headers on every answer, CORS preflights before the token check
     app.add_middleware(BodyLimit, limit=max_upload + FORM_SLACK)
     app.add_middleware(Guard, token=token)
+    app.add_middleware(SameOrigin, cors=cors)
     if cors:
         from fastapi.middleware.cors import CORSMiddleware
 

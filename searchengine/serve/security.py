@@ -155,6 +155,43 @@ class Guard:
         await self.app(scope, receive, send)
 
 
+class SameOrigin:
+    """ASGI middleware: refuse (403) what another site's page makes a browser send. The
+    loopback server has no token, so without this any page the user visits could query it
+    or fetch their files: a request whose `Origin` is neither this server's own nor a
+    `--cors` one, or that the browser marks `Sec-Fetch-Site: cross-site` (from a `--cors`
+    origin excepted), is refused. A link followed from elsewhere to the page itself (a GET
+    navigation outside /api/) still opens it: the page shows nothing to the linking site."""
+
+    def __init__(self, app: ASGIApp, cors: list[str] | None = None) -> None:
+        self.app = app
+        self.allowed = {o.rstrip("/").lower() for o in cors or ()}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = _headers(scope)
+        origin = headers.get("origin")
+        own = f"{scope.get('scheme', 'http')}://{headers.get('host', '')}".lower()
+        allowed = origin is not None and origin.rstrip("/").lower() in self.allowed
+        navigation = (
+            scope.get("method") == "GET"
+            and headers.get("sec-fetch-mode") == "navigate"
+            and not scope["path"].startswith("/api/")
+        )
+        foreign_origin = origin is not None and origin.lower() != own and not allowed
+        cross_site = headers.get("sec-fetch-site") == "cross-site" and not allowed
+        if (foreign_origin or cross_site) and not navigation:
+            await send_json(
+                send,
+                403,
+                {"error": "requests from other sites' pages are refused (allow one with --cors)"},
+            )
+            return
+        await self.app(scope, receive, send)
+
+
 class _TooLarge(Exception):
     pass
 
@@ -220,7 +257,8 @@ PAGE_POLICY = (
 
 
 class SecurityHeaders:
-    """ASGI middleware: no content sniffing, no framing, no referrer, and the page's content
+    """ASGI middleware: no content sniffing, no framing, no referrer, no embedding by other
+    sites (Cross-Origin-Resource-Policy), and the page's content
     policy on every answer that does not set a stricter one (media set a sandbox)."""
 
     def __init__(self, app: ASGIApp) -> None:
@@ -239,6 +277,7 @@ class SecurityHeaders:
                     (b"x-content-type-options", b"nosniff"),
                     (b"x-frame-options", b"DENY"),
                     (b"referrer-policy", b"no-referrer"),
+                    (b"cross-origin-resource-policy", b"same-origin"),
                     (b"content-security-policy", PAGE_POLICY.encode()),
                 ]
                 headers += [(k, v) for k, v in extra if k not in names]
