@@ -150,6 +150,9 @@ def test_search_filters_like_and_not(client, lib, ids):
         ({}, 400, "the query is empty"),
         ({"q": "x", "like": 999999}, 404, "no file with id 999999"),
         ({"q": "x", "like": "../../etc/passwd"}, 422, "like"),
+        ({"q": "x", "like": 99999999999999999999}, 422, "like"),
+        ({"q": "x", "like": 2**63}, 422, "like"),
+        ({"q": "x", "like": 0}, 422, "like"),
     ],
 )
 def test_malformed_search_gets_a_clear_4xx(client, params, status, says):
@@ -168,6 +171,12 @@ def test_similar_to_an_indexed_file_and_bad_ids(client, ids):
     assert [(h["name"], h["score"]) for h in r.json()["hits"]] == [("wave.jpg", 1.0)]
     assert "no file with id 424242" in error_of(client.get("/api/similar/424242"), 404)
     error_of(client.get("/api/similar/abc"), 422)
+    huge = "99999999999999999999999"
+    for url in (f"/api/files/{huge}", f"/api/files/{huge}/media", f"/api/files/{huge}/thumb"):
+        assert "file_id" in error_of(client.get(url), 422)
+    for url in (f"/api/similar/{huge}", f"/api/similar/{2**63}", "/api/files/-1"):
+        assert "file_id" in error_of(client.get(url), 422)
+    assert "no file with id" in error_of(client.get(f"/api/files/{2**63 - 1}"), 404)
     error_of(client.get("/api/similar/1", params={"q": "words"}), 422)  # not an option here
 
 
@@ -310,7 +319,7 @@ def test_media_with_range_and_safe_types(client, lib, ids):
     assert info["size"] == len(full)
     assert "no file with id 77777" in error_of(client.get("/api/files/77777/media"), 404)
     assert "is failed" in error_of(client.get(f"/api/files/{ids['broken.jpg']}/media"), 404)
-    error_of(client.get("/api/files/-1"), 404)
+    error_of(client.get("/api/files/-1"), 422)  # ids are 1..2**63-1
 
 
 def test_thumbnails_show_the_frame_of_the_moment(client, ids):

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 from fastapi import FastAPI, File, Query, Request, UploadFile
+from fastapi import Path as ApiPath
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
@@ -39,6 +40,11 @@ FORM_SLACK = 64 << 10
 """Room for a multipart envelope and form fields around an upload of the maximum size."""
 
 T = TypeVar("T")
+
+MAX_ID = 2**63 - 1
+"""SQLite's largest integer: a bigger id is refused as invalid (422), not an overflow (500)."""
+
+FileId = Annotated[int, ApiPath(ge=1, le=MAX_ID, description="A file's id in the index.")]
 
 
 # ---- parameters: the CLI's options, by the same names ----------------------------------------
@@ -78,7 +84,9 @@ class SearchParams(FilterParams):
 
     q: str = Field("", description="What you are looking for, in words.")
     min_score: float = Field(0.0, ge=0, le=1, description="Drop hits scoring below this.")
-    like: int | None = Field(None, description="Id of an indexed file to add to the query.")
+    like: int | None = Field(
+        None, ge=1, le=MAX_ID, description="Id of an indexed file to add to the query."
+    )
     not_: str | None = Field(None, alias="not", description="Words to steer away from.")
     diverse: bool = Field(True, description="Keep near duplicates apart.")
     place: str | None = Field(None, description="Only files taken at this place (GPS).")
@@ -282,7 +290,7 @@ def create_app(
         return hits_answer(example(file, lambda path: run_search(p, path)), started, p.q)
 
     @app.get("/api/similar/{file_id}", tags=["search"])
-    def similar(file_id: int, p: Annotated[FilterParams, Query()]) -> dict[str, Any]:
+    def similar(file_id: FileId, p: Annotated[FilterParams, Query()]) -> dict[str, Any]:
         """Files like an indexed file."""
         started = time.perf_counter()
         path = os.fsdecode(library.record(file_id).path_key)
@@ -320,7 +328,7 @@ def create_app(
         return library.call(lambda e: e.models.report())
 
     @app.get("/api/files/{file_id}", tags=["files"])
-    def file_info(file_id: int) -> dict[str, Any]:
+    def file_info(file_id: FileId) -> dict[str, Any]:
         rec = library.record(file_id)
         return {
             "id": rec.id,
@@ -333,7 +341,7 @@ def create_app(
         }
 
     @app.get("/api/files/{file_id}/media", tags=["files"])
-    def media(file_id: int) -> FileResponse:
+    def media(file_id: FileId) -> FileResponse:
         """The file itself, with HTTP Range (players seek); documents as plain text."""
         found = check_file(library.record(file_id))
         return FileResponse(
@@ -344,7 +352,7 @@ def create_app(
         )
 
     @app.get("/api/files/{file_id}/thumb", tags=["files"])
-    def thumb(file_id: int, p: Annotated[ThumbParams, Query()]) -> Response:
+    def thumb(file_id: FileId, p: Annotated[ThumbParams, Query()]) -> Response:
         """An image, or a video's frame at `at` seconds, as JPEG."""
         rec = library.record(file_id)
         if rec.type not in ("image", "video"):
