@@ -474,8 +474,10 @@ def serve(
     """Serve a web page and a JSON API over the index (read-only; Ctrl-C stops)."""
     from searchengine.serve.server import run_server
 
-    if max_upload_mb <= 0:
-        fail("--max-upload-mb must be more than 0")
+    if not 0 <= port <= 65535:
+        fail(f"--port must be 0 to 65535 (0: any free one), not {port}")
+    if not (0 < max_upload_mb < float(1 << 20)):  # also refuses nan and inf
+        fail(f"--max-upload-mb must be a number above 0 (in MiB), not {max_upload_mb:g}")
     try:
         run_server(
             index,

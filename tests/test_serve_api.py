@@ -553,6 +553,16 @@ def test_serve_command_errors_are_one_line(lib, tmp_path):
         taken.close()
     r = run_cli("serve", "--index", str(tmp_path / "none"), "--port", "0")
     assert r.returncode == 2 and "no index at" in r.stderr and "Traceback" not in r.stderr
+    for bad, says in (
+        (["--port", "99999"], "--port must be 0 to 65535"),
+        (["--port", "-1"], "--port must be 0 to 65535"),
+        (["--max-upload-mb", "nan"], "--max-upload-mb must be a number above 0"),
+        (["--max-upload-mb", "inf"], "--max-upload-mb must be a number above 0"),
+        (["--max-upload-mb", "0"], "--max-upload-mb must be a number above 0"),
+    ):
+        r = run_cli("serve", "--index", str(lib["index"]), *bad, timeout=60)
+        assert r.returncode == 2 and says in r.stderr, (bad, r.stderr)
+        assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
