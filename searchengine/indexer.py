@@ -269,9 +269,8 @@ class Indexer:
         old = [k for k in self.catalog.models_in_use(space) if k != key and k in known]
         if not old:
             return False
-        try:
-            current = self.models.model_identity(space, self.models.resolve(space))
-        except (ModelUnavailable, OSError, ValueError):
+        current = self._identity(space)
+        if current is None:
             return False
         same = [k for k in old if known[k] == current]
         if same:
@@ -279,17 +278,20 @@ class Indexer:
             self.catalog.record_model_identity(space, key, current)
         return bool(same)
 
+    def _identity(self, space: str) -> str | None:
+        """The content hash of the space's configured weights; None when not found."""
+        try:
+            return self.models.model_identity(space, self.models.resolve(space))
+        except (ModelUnavailable, OSError, ValueError):
+            return None
+
     def _record_identities(self) -> None:
         """Remember the content identity of each model that embedded something this run,
         so a later rename of its files is recognised."""
         for space in SPACES:
-            if not self.models.loaded(space):
-                continue
-            try:
-                ident = self.models.model_identity(space, self.models.resolve(space))
-            except (ModelUnavailable, OSError, ValueError):
-                continue
-            self.catalog.record_model_identity(space, self.config.model_key(space), ident)
+            ident = self._identity(space) if self.models.loaded(space) else None
+            if ident is not None:
+                self.catalog.record_model_identity(space, self.config.model_key(space), ident)
         if self.models.query_cache is not None:
             self.models.query_cache.memo.save()
 
