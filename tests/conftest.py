@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-os.environ.setdefault("SEARCHENGINE_THREADS", "2")
+# two pytest-xdist workers share the 2 cores: one torch thread each
+os.environ.setdefault("SEARCHENGINE_THREADS", "1" if os.environ.get("PYTEST_XDIST_WORKER") else "2")
 
 REPO = Path(__file__).resolve().parents[1]
 
