@@ -301,6 +301,117 @@ def similar(
 
 
 @app.command()
+def recommend(
+    files: Annotated[list[Path], typer.Argument(help="Example files you like (indexed or not).")],
+    not_: Annotated[
+        list[Path] | None,
+        typer.Option("--not", help="An example you do not want more of (repeatable)."),
+    ] = None,
+    index: IndexOpt = None,
+    k: KOpt = None,
+    all_: AllOpt = False,
+    type_: TypeOpt = None,
+    path: PathOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Recommend files like the examples (and unlike those given with --not); each hit
+    names the example it is nearest to. The examples themselves are never returned."""
+    hits = with_engine(
+        index,
+        lambda engine: engine.recommend(
+            [str(f) for f in files],
+            [str(f) for f in not_ or []],
+            k=k,
+            types=types_list(type_),
+            path_glob=path,
+            cutoff=False if all_ else None,
+        ),
+    )
+    show_hits(hits, json_out)
+
+
+@app.command()
+def tune(
+    pairs: Annotated[
+        Path | None, typer.Argument(help="CSV of query text, file path (not with --reset).")
+    ] = None,
+    index: IndexOpt = None,
+    space: Annotated[
+        str, typer.Option("--space", help="The space whose queries to adapt: text, clip, clap.")
+    ] = "text",
+    eval_share: Annotated[
+        float,
+        typer.Option(
+            "--eval",
+            help="Hold out this share of the files (seeded) and print recall@10 and MRR "
+            "before and after; the stored adapter is the one trained on the rest.",
+        ),
+    ] = 0.0,
+    outside: Annotated[
+        Path | None,
+        typer.Option(
+            "--outside",
+            help="With --eval: a CSV of other (query, file) pairs, not trained on, to show "
+            "regressions (default: files asked by their names).",
+        ),
+    ] = None,
+    reset: Annotated[
+        bool, typer.Option("--reset", help="Remove the space's adapter: back to the base model.")
+    ] = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Adapt text queries to your domain from (query, file) pairs: a small linear map on the
+    query side, trained in seconds; the model and the index's vectors stay as they are."""
+    from searchengine import tune as tuning
+
+    if reset:
+        if pairs is not None:
+            fail("--reset takes no PAIRS file")
+        removed = with_engine(index, lambda e: tuning.reset(e, space), readonly=False)
+        if json_out:
+            print_json({"space": space, "removed": removed})
+        else:
+            out().print(
+                f"{space}: adapter removed" if removed else f"{space}: no adapter to remove",
+                markup=False,
+            )
+        return
+    if pairs is None:
+        fail("give a CSV of (query text, file path) pairs, or --reset")
+    report = with_engine(
+        index,
+        lambda e: tuning.tune(e, str(pairs), space, eval_share, outside),
+        readonly=False,
+    )
+    if json_out:
+        print_json(report.to_json())
+        return
+    show = out()
+    show.print(
+        f"{space}: adapter trained on {report.train_pairs} pairs in {report.seconds:.1f} s "
+        f"(loss {report.loss_before:.3f} -> {report.loss_after:.3f}) and stored",
+        markup=False,
+    )
+    for line in report.skipped[:10]:
+        show.print(f"  skipped {line}", markup=False, style="dim")
+    if len(report.skipped) > 10:
+        show.print(f"  ... and {len(report.skipped) - 10} more skipped", markup=False, style="dim")
+    if report.scores:
+        show.print(
+            "                         queries  recall@10 before -> after  MRR before -> after",
+            markup=False,
+        )
+    for sc in report.scores:
+        show.print(
+            f"  {sc.name:<22} {sc.queries:>7}  {sc.recall_before:.3f} -> {sc.recall_after:.3f}"
+            f"             {sc.mrr_before:.3f} -> {sc.mrr_after:.3f}",
+            markup=False,
+        )
+    for note in report.notes:
+        show.print(f"  note: {note}", markup=False, style="dim")
+
+
+@app.command()
 def duplicates(
     index: IndexOpt = None,
     threshold: Annotated[

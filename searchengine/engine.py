@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from sqlalchemy.exc import OperationalError
 
+from searchengine.adapters import Adapter, adapted
+from searchengine.adapters import load as load_adapters
 from searchengine.config import IndexConfig, default_index_dir
 from searchengine.crawler import display_path
 from searchengine.encoders.registry import SPACES, ModelRegistry
@@ -144,6 +146,9 @@ class Engine:
         self.models = ModelRegistry(self.config, query_cache=self.dir / QUERY_MODELS)
         self._config_seen = _signature(self.dir / "config.json")
         self.params = params or RankParams()
+        self.adapters_override: dict[str, Adapter] | None = None
+        """Query adapters to use instead of the stored ones (tune's before/after figures)."""
+        self._adapter_matrices: dict[str, Any] = {}
 
     def _open_store(self) -> Store:
         """Open the catalog; an index of an older format is migrated first (under the
@@ -240,7 +245,19 @@ class Engine:
         self._follow_config()
 
         models = {s: self.config.model_key(s) for s in SPACES}
-        return Ranker(self.store, self.models.query_encoder, models, self.params)
+        return Ranker(
+            self.store,
+            adapted(self.models.query_encoder, self.query_adapters()),
+            models,
+            self.params,
+        )
+
+    def query_adapters(self) -> dict[str, Adapter]:
+        """The query adapters (`searchengine tune`) that apply to this index's models now."""
+        if self.adapters_override is not None:
+            return self.adapters_override
+        models = {s: self.config.model_key(s) for s in SPACES}
+        return load_adapters(self.dir, self.catalog, models, self._adapter_matrices)
 
     # ---- indexing ----------------------------------------------------------------------
 
@@ -413,6 +430,59 @@ class Engine:
         if not include_self:
             filters.exclude = self._self_and_copies(path)
         hits = self.ranker().run_similar(example, k, filters, cutoff=cut)
+        return self._finish(hits, "relevance")
+
+    def recommend(
+        self,
+        liked: Sequence[str | os.PathLike[str]],
+        disliked: Sequence[str | os.PathLike[str]] = (),
+        k: int | None = None,
+        types: Sequence[str] | None = None,
+        path_glob: str | None = None,
+        *,
+        after: DateLike = None,
+        before: DateLike = None,
+        min_duration: float | None = None,
+        max_duration: float | None = None,
+        cutoff: bool | None = None,
+    ) -> Hits:
+        """Files like the liked examples and unlike the disliked ones (Rocchio per space,
+        searchengine/recommend.py), ranked and filtered as `similar` does. The examples and
+        their exact copies are never returned; each hit names the liked example it is
+        nearest to (`nearest_example`). Examples not in the index are embedded now."""
+        from searchengine.recommend import nearest, rocchio
+
+        liked_paths = [os.path.abspath(os.fspath(p)) for p in liked]
+        disliked_paths = [os.path.abspath(os.fspath(p)) for p in disliked or ()]
+        if not liked_paths:
+            raise UserError("give at least one example file to recommend from")
+        both = set(liked_paths) & set(disliked_paths)
+        if both:
+            shown = display_path(sorted(both)[0])
+            raise UserError(f"{shown} is given both as an example and with --not")
+        cut = k is None if cutoff is None else cutoff
+        k = DEFAULT_K if k is None else k
+        if k <= 0:
+            raise UserError("-k must be at least 1")
+        filters = make_filters(types, path_glob, after, before, min_duration, max_duration)
+        pos = [self._example_vectors(p) for p in liked_paths]
+        neg = [self._example_vectors(p) for p in disliked_paths]
+        query = rocchio(pos, neg)
+        if not query:
+            raise UserError(
+                "the examples leave no direction to search in (liked and disliked cancel out)"
+            )
+        exclude: set[int] = set()
+        for p in liked_paths + disliked_paths:
+            exclude.update(self._self_and_copies(p) or ())
+        filters.exclude = tuple(sorted(exclude)) or None
+        hits = self.ranker().run_similar(query, k, filters, cutoff=cut)
+        for hit in hits:
+            space = hit.reason.split(" ", 1)[0]
+            which = nearest(self.catalog.mean_vectors(hit.file_id), pos, space)
+            if which is not None:
+                hit.nearest_example = display_path(liked_paths[which])
+                hit.reason += f", nearest to {Path(liked_paths[which]).name}"
         return self._finish(hits, "relevance")
 
     def _example_vectors(self, path: str | os.PathLike[str]) -> dict[str, np.ndarray]:

@@ -117,6 +117,8 @@ class Hit:
     file_id: int = field(default=0, repr=False, compare=False)
     date: float | None = field(default=None, compare=False)
     """When the file was made (EXIF date, else mtime), epoch seconds, when known."""
+    nearest_example: str | None = field(default=None, compare=False)
+    """For `recommend`: the liked example this hit is most like (its path)."""
 
     def to_json(self) -> dict[str, Any]:
         out = {
@@ -128,6 +130,8 @@ class Hit:
         }
         if self.date is not None:
             out["date"] = datetime.fromtimestamp(self.date).isoformat(timespec="seconds")
+        if self.nearest_example is not None:
+            out["nearest_example"] = self.nearest_example
         return out
 
 

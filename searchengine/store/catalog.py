@@ -662,6 +662,29 @@ class Catalog:
                 {"k": f"identity:{space}", "v": json.dumps(known, sort_keys=True)},
             )
 
+    def meta_values(self, prefix: str) -> dict[str, str]:
+        """The `meta` rows whose key starts with `prefix` (query adapters: "adapter:")."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                text("SELECT key, value FROM meta WHERE substr(key, 1, :n) = :p"),
+                {"n": len(prefix), "p": prefix},
+            ).all()
+        return {str(k): str(v) for k, v in rows if v is not None}
+
+    def set_meta_value(self, key: str, value: str | None) -> None:
+        """Write (or, with None, delete) one `meta` row, in its own transaction."""
+        with self.transaction() as conn:
+            if value is None:
+                conn.execute(text("DELETE FROM meta WHERE key = :k"), {"k": key})
+            else:
+                conn.execute(
+                    text(
+                        "INSERT INTO meta(key, value) VALUES (:k, :v) "
+                        "ON CONFLICT(key) DO UPDATE SET value = excluded.value"
+                    ),
+                    {"k": key, "v": value},
+                )
+
     def rename_model(self, space: str, old: Sequence[str], new: str) -> None:
         """Vectors of `old` keys become `new`'s: the same weights under another name (a
         moved checkpoint). One transaction: a kill leaves either name, both consistent."""
