@@ -1,5 +1,7 @@
 """Crash points for the kill tests: `SEARCHENGINE_CRASH_AT=name:n` SIGKILLs the process the
-n-th time `point(name)` runs. Unset (always, outside tests) it costs one dict lookup."""
+n-th time `point(name)` runs. Unset (always, outside tests) it costs one dict lookup.
+`SEARCHENGINE_CRASH_ONCE=FILE` makes the kill happen once across processes (the first to
+create FILE dies; a restarted cluster worker with the same settings goes on)."""
 
 from __future__ import annotations
 
@@ -17,4 +19,10 @@ def point(name: str) -> None:
         return
     _remaining -= 1
     if _remaining <= 0:
+        once = os.environ.get("SEARCHENGINE_CRASH_ONCE")
+        if once:
+            try:
+                os.close(os.open(once, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+            except FileExistsError:
+                return
         os.kill(os.getpid(), signal.SIGKILL)

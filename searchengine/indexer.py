@@ -520,6 +520,12 @@ class Indexer:
 
     def _flush(self, batch: list[_Work], summary: IndexSummary) -> None:
         """Embed a batch per space, then write every file of it in one transaction."""
+        self._embed_batch(batch, summary)
+        self._commit(batch, summary)
+
+    def _embed_batch(self, batch: list[_Work], summary: IndexSummary) -> None:
+        """Vectors for every decoded file of a batch (long media part by part, speech
+        transcribed); no catalog access, so a cluster worker runs it too (cluster.py)."""
         items: list[tuple[_Work, Segment]] = []
         for work in batch:
             if work.decoded is None:
@@ -540,6 +546,9 @@ class Indexer:
         for work in batch:
             if work.decoded is not None and not work.vectors:
                 work.vectors = [next(vectors) for _ in work.decoded.segments]
+
+    def _commit(self, batch: list[_Work], summary: IndexSummary) -> None:
+        """Write every file of an embedded batch in one transaction (the single writer)."""
         models = {s: self.config.model_key(s) for s in SPACES}
         with self.catalog.transaction() as conn:
             for work in batch:
