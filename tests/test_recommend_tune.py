@@ -1,0 +1,221 @@
+"""`recommend` (Rocchio over examples) and `tune` (a query-side adapter) end to end, on the
+real text model (packaged MiniLM: its rankings mean something) over a small corpus."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from searchengine import Engine
+from searchengine import tune as tuning
+from searchengine.adapters import AdaptedEncoder, records
+from searchengine.encoders.onnx_query import OnnxQueryEncoder
+from searchengine.encoders.registry import ModelRegistry
+from searchengine.errors import UserError
+from tests.conftest import TOPICS, run_cli, write_corpus
+
+EXTRA = {
+    "soup.txt": "Simmer onions, carrots and celery in stock to make a vegetable soup.",
+    "bread.txt": "Knead a dough of flour, water and yeast, let it rise, then bake the bread.",
+    "mars.txt": "Mars is a red planet with the tallest volcano, Olympus Mons, and two moons.",
+    "saturn.txt": "Saturn has bright rings of ice and rock and more than eighty moons.",
+    "roses.txt": "Prune roses in late winter and feed them so they bloom all summer.",
+}
+
+PAIRS = [
+    ("making breakfast food", "recipe.html"),
+    ("a warm dinner from vegetables", "soup.txt"),
+    ("baking at home", "bread.txt"),
+    ("planets and their moons", "astronomy.rst"),
+    ("the red planet", "mars.txt"),
+    ("a planet with rings", "saturn.txt"),
+    ("growing vegetables", "garden.md"),
+    ("flowers in the garden", "roses.txt"),
+    ("company spending", "budget.txt"),
+    ("database outage", "server.log"),
+    ("a number sequence in code", "code.py"),
+]
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory) -> tuple[Path, Path]:
+    """(corpus, index) made once for the module; tests that write work on a copy."""
+    root = tmp_path_factory.mktemp("rt")
+    docs = write_corpus(root / "docs", {**TOPICS, **EXTRA})
+    with Engine(root / "index", create=True, models={"speech": "off"}) as eng:
+        summary = eng.index([docs])
+    assert summary.added == len(TOPICS) + len(EXTRA)
+    return docs, root / "index"
+
+
+@pytest.fixture
+def writable(built, tmp_path: Path) -> tuple[Path, Path]:
+    docs, index = built
+    copy = tmp_path / "index"
+    shutil.copytree(index, copy)
+    return docs, copy
+
+
+def names(hits) -> list[str]:
+    return [Path(h.path).name for h in hits]
+
+
+def write_pairs(path: Path, docs: Path, rows=PAIRS, header: bool = True) -> Path:
+    lines = ["query,path"] if header else []
+    lines += [f'"{q}",{docs / name}' for q, name in rows]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+# ---- recommend -------------------------------------------------------------------------------
+
+
+def test_recommend_leaves_out_the_examples_and_names_the_nearest(built):
+    docs, index = built
+    with Engine(index, readonly=True) as eng:
+        hits = eng.recommend([docs / "recipe.html", docs / "astronomy.rst"], k=12, cutoff=False)
+    found = names(hits)
+    assert "recipe.html" not in found and "astronomy.rst" not in found
+    nearest = {Path(h.path).name: Path(h.nearest_example).name for h in hits}
+    assert nearest["saturn.txt"] == nearest["mars.txt"] == "astronomy.rst"
+    assert nearest["bread.txt"] == nearest["soup.txt"] == "recipe.html"
+    assert len(found) == len(TOPICS) + len(EXTRA) - 2
+    last_related = max(found.index(n) for n in ("saturn.txt", "mars.txt", "bread.txt"))
+    assert last_related < found.index("code.py")  # real model: meaning counts
+
+
+def test_not_moves_the_page_away_from_the_disliked(built):
+    docs, index = built
+    liked, disliked = [docs / "recipe.html"], [docs / "astronomy.rst"]
+    with Engine(index, readonly=True) as eng:
+        plain = eng.recommend(liked, k=12, cutoff=False)
+        steered = eng.recommend(liked, disliked, k=12, cutoff=False)
+    assert "astronomy.rst" not in names(steered)  # a disliked example is never returned
+    before = {Path(h.path).name: h.raw_score for h in plain}
+    after = {Path(h.path).name: h.raw_score for h in steered}
+    drop = {n: before[n] - after[n] for n in after}
+    planets = ("mars.txt", "saturn.txt")
+    assert min(drop[n] for n in planets) > max(d for n, d in drop.items() if n not in planets)
+    assert all(names(steered).index(n) > names(plain).index(n) for n in planets)
+
+
+def test_recommend_cli_json_and_bad_paths(built, tmp_path):
+    docs, index = built
+    res = run_cli("recommend", str(docs / "mars.txt"), "--index", str(index), "-k", "3", "--json")
+    assert res.returncode == 0, res.stderr
+    hits = json.loads(res.stdout)
+    assert hits and all(h["nearest_example"].endswith("mars.txt") for h in hits)
+    assert hits[0]["path"].endswith(("saturn.txt", "astronomy.rst"))
+    for args in (
+        [str(tmp_path / "nope.txt")],
+        [str(docs / "mars.txt"), "--not", str(docs / "mars.txt")],
+    ):
+        bad = run_cli("recommend", *args, "--index", str(index))
+        assert bad.returncode != 0
+        assert "Traceback" not in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
+
+
+# ---- tune ------------------------------------------------------------------------------------
+
+
+def ranking(eng: Engine, query: str) -> list[str]:
+    return names(eng.search(query, k=16, literal=True, cutoff=False, diverse=False))
+
+
+def test_tune_stores_an_adapter_used_by_both_query_paths_and_reset_restores(writable, tmp_path):
+    docs, index = writable
+    queries = ["planets and their moons", "food", "a garden in spring", "errors"]
+    with Engine(index, readonly=True) as eng:
+        original = [ranking(eng, q) for q in queries]
+    csv_path = write_pairs(tmp_path / "pairs.csv", docs)
+    res = run_cli("tune", str(csv_path), "--index", str(index), "--eval", "0.3")
+    assert res.returncode == 0, res.stderr
+    assert "held-out pairs" in res.stdout and "->" in res.stdout
+    with Engine(index, readonly=True) as eng:
+        rec = records(eng.catalog)["text"]
+        assert rec["model"] == eng.config.model_key("text") and rec["identity"]
+        assert (index / "adapters" / rec["file"]).is_file()
+        lean = eng.ranker().encoder_for("text")
+        assert isinstance(lean, AdaptedEncoder) and isinstance(lean.base, OnnxQueryEncoder)
+        base = lean.base.embed_queries(queries)
+        lean_rows = lean.embed_queries(queries)
+        assert np.abs(lean_rows - base).max() > 1e-3  # the adapter changes the query
+        lean_ranks = [ranking(eng, q) for q in queries]
+        eng.models = ModelRegistry(eng.config)  # no query cache: the full (torch) model
+        full = eng.ranker().encoder_for("text")
+        assert isinstance(full, AdaptedEncoder) and not isinstance(full.base, OnnxQueryEncoder)
+        full_rows = full.embed_queries(queries)
+        assert np.allclose(np.sum(full_rows * lean_rows, axis=1), 1.0, atol=1e-3)
+        assert [ranking(eng, q) for q in queries] == lean_ranks
+    res = run_cli("tune", "--reset", "--index", str(index))
+    assert res.returncode == 0 and "removed" in res.stdout
+    with Engine(index, readonly=True) as eng:
+        assert [ranking(eng, q) for q in queries] == original
+        assert "text" not in records(eng.catalog)
+    assert not any((index / "adapters").glob("*.npy"))
+
+
+def test_tune_skips_unknown_files_and_an_adapter_of_another_model_is_not_used(writable, tmp_path):
+    docs, index = writable
+    rows = [*PAIRS, ("something lost", "missing.txt")]
+    csv_path = write_pairs(tmp_path / "pairs.csv", docs, rows)
+    with csv_path.open("a") as fh:
+        fh.write("only one column\n")
+    with Engine(index) as eng:
+        report = tuning.tune(eng, csv_path, "text")
+        assert report.used == len(PAIRS) and report.train_pairs == len(PAIRS)
+        assert any("missing.txt is not in the index" in s for s in report.skipped)
+        assert any("wants two columns" in s for s in report.skipped)
+        assert "text" in eng.query_adapters()
+        rec = records(eng.catalog)["text"]
+        eng.catalog.set_meta_value("adapter:text", json.dumps({**rec, "model": "other-model"}))
+        assert eng.query_adapters() == {}  # a model change retires it
+
+
+@pytest.mark.parametrize(
+    ("rows", "message"),
+    [
+        ([], "holds no"),
+        ([("the red planet", "mars.txt")], "at least two pairs"),
+        ([("a", "lost1.txt"), ("b", "lost2.txt")], "not in the index"),
+        ([("a", "mars.txt"), ("b", "mars.txt")], "two different indexed files"),
+    ],
+)
+def test_tune_refuses_too_few_pairs_with_a_reason(built, tmp_path, rows, message):
+    docs, index = built
+    csv_path = write_pairs(tmp_path / "pairs.csv", docs, rows, header=False)
+    with Engine(index, readonly=True) as eng, pytest.raises(UserError, match=message):
+        tuning.tune(eng, csv_path, "text")
+
+
+def test_tune_cli_bad_input_is_one_line(built, tmp_path):
+    docs, index = built
+    csv_path = write_pairs(tmp_path / "pairs.csv", docs, PAIRS[:3])
+    for args, message in (
+        ([str(csv_path), "--space", "clip"], "holds no vectors"),
+        ([str(tmp_path / "absent.csv")], "cannot read"),
+        ([str(csv_path), "--eval", "1.5"], "--eval"),
+    ):
+        res = run_cli("tune", *args, "--index", str(index))
+        assert res.returncode != 0 and message in res.stderr, res.stderr
+        assert "Traceback" not in res.stderr and len(res.stderr.strip().splitlines()) == 1
+
+
+def test_training_moves_queries_toward_their_files():
+    rng = np.random.default_rng(0)
+    targets = rng.normal(size=(40, 16)).astype(np.float32)
+    targets /= np.linalg.norm(targets, axis=1, keepdims=True)
+    rotation = np.linalg.qr(rng.normal(size=(16, 16)))[0].astype(np.float32)
+    queries = targets @ rotation  # the domain's queries land rotated away from their files
+    params = tuning.TuneParams(epochs=200, lr=1e-2, identity_weight=0.0)
+    w, first, last = tuning.train(queries, targets, np.arange(40), params)
+    mapped = queries @ w.T
+    mapped /= np.linalg.norm(mapped, axis=1, keepdims=True)
+    assert last < first
+    hit_before = np.mean(np.argmax(queries @ targets.T, axis=1) == np.arange(40))
+    hit_after = np.mean(np.argmax(mapped @ targets.T, axis=1) == np.arange(40))
+    assert hit_after > hit_before + 0.3
