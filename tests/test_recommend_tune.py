@@ -219,3 +219,44 @@ def test_training_moves_queries_toward_their_files():
     hit_before = np.mean(np.argmax(queries @ targets.T, axis=1) == np.arange(40))
     hit_after = np.mean(np.argmax(mapped @ targets.T, axis=1) == np.arange(40))
     assert hit_after > hit_before + 0.3
+
+
+# ---- the tiny random CLIP (plumbing only: its rankings mean nothing) ------------------------
+
+
+def test_recommend_and_tune_in_the_clip_space_on_the_tiny_model(test_models, tmp_path):
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    pics = tmp_path / "pics"
+    pics.mkdir()
+    for i in range(8):
+        pixels = rng.integers(0, 255, size=(32, 32, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(pics / f"pic{i}.png")
+    index = tmp_path / "index"
+    tiny = {"clip": str(test_models["clip_config"]), "speech": "off"}
+    with Engine(
+        index, create=True, models=tiny, clip_pretrained=str(test_models["clip_checkpoint"])
+    ) as eng:
+        assert eng.index([pics]).added == 8
+    liked = [pics / "pic0.png", pics / "pic1.png"]
+    with Engine(index, readonly=True) as eng:
+        hits = eng.recommend(liked, [pics / "pic2.png"], k=10, cutoff=False)
+    assert sorted(names(hits)) == [f"pic{i}.png" for i in range(3, 8)]
+    assert all(Path(h.nearest_example).name in ("pic0.png", "pic1.png") for h in hits)
+    csv_path = tmp_path / "pairs.csv"
+    csv_path.write_text("".join(f"noise number {i},{pics / f'pic{i}.png'}\n" for i in range(8)))
+    with Engine(index) as eng:
+        report = tuning.tune(eng, csv_path, "clip", eval_share=0.25)
+        assert report.held_pairs == 2 and report.train_pairs == 6
+        assert [s.name for s in report.scores][0] == "held-out pairs"
+    with Engine(index, readonly=True) as eng:
+        lean = eng.ranker().encoder_for("clip")
+        assert isinstance(lean, AdaptedEncoder) and isinstance(lean.base, OnnxQueryEncoder)
+        rows = lean.embed_queries(["noise number 3"])
+        eng.models = ModelRegistry(eng.config)
+        full = eng.ranker().encoder_for("clip").embed_queries(["noise number 3"])
+        assert float(rows[0] @ full[0]) > 0.999
+    with Engine(index) as eng:
+        assert tuning.reset(eng, "clip") and not tuning.reset(eng, "clip")
+        assert not isinstance(eng.ranker().encoder_for("clip"), AdaptedEncoder)
