@@ -496,6 +496,10 @@ def status(index: IndexOpt = None, json_out: JsonOpt = False) -> None:
         out().print(f"{space:<5} {sp['model']}  vectors={sp['vectors']}  weights {mark}")
         if not sp["available"]:
             out().print(f"      {sp['weights']}", markup=False)
+        if "adapter" in sp:
+            ad = sp["adapter"]
+            state = "in use" if ad["in_use"] else f"not used: {ad['why_not']}"
+            out().print(f"      query adapter ({ad['pairs']} pairs): {state}", markup=False)
     for key in ("failed", "skipped", "pending"):
         _print_groups(key, [(item["path"], item["reason"] or "") for item in info[key]])
     away: dict[tuple[str, str], int] = {}

@@ -562,9 +562,21 @@ class Engine:
             counts[rec.state] = counts.get(rec.state, 0) + 1
         stored = self.catalog.space_models()
         spaces: dict[str, Any] = {}
+        from searchengine import adapters as query_adapters
+
+        tuned = query_adapters.records(self.catalog)
         for row in self.models.report():
             space = str(row.pop("space"))
             spaces[space] = {**row, "vectors": stored.get(space, ("", 0))[1]}
+            if space in tuned:  # a query adapter from `searchengine tune`
+                why = query_adapters.why_unused(
+                    tuned[space], self.catalog, space, self.config.model_key(space)
+                )
+                spaces[space]["adapter"] = {
+                    "pairs": tuned[space].get("pairs"),
+                    "in_use": why is None,
+                    "why_not": why,
+                }
         problems = [
             {"path": r.path, "type": r.type, "state": r.state, "reason": r.reason}
             for r in records

@@ -171,9 +171,11 @@ def test_tune_skips_unknown_files_and_an_adapter_of_another_model_is_not_used(wr
         assert any("missing.txt is not in the index" in s for s in report.skipped)
         assert any("wants two columns" in s for s in report.skipped)
         assert "text" in eng.query_adapters()
+        assert eng.status()["spaces"]["text"]["adapter"]["in_use"] is True
         rec = records(eng.catalog)["text"]
         eng.catalog.set_meta_value("adapter:text", json.dumps({**rec, "model": "other-model"}))
         assert eng.query_adapters() == {}  # a model change retires it
+        assert "other-model" in eng.status()["spaces"]["text"]["adapter"]["why_not"]
 
 
 @pytest.mark.parametrize(
