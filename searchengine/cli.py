@@ -112,10 +112,8 @@ def render_hits(hits: list[Hit]) -> None:
             f"[bold]{rank:>2}. {hit.path}[/bold]  [dim]{hit.type} {hit.score:.3f}{when}[/dim]"
         )
         for seg in hit.segments[:2]:
-            where = ""
-            if seg.start is not None:
-                unit = "s" if hit.type in ("audio", "video") else ""
-                where = f"[{seg.start:g}{unit}-{seg.end:g}{unit}] "
+            place = seg.where(hit.type)
+            where = f"[{place}] " if place else ""
             if seg.text:
                 out().print(f"     {where}{seg.text}", markup=False)
 

@@ -199,7 +199,9 @@ class Reembedder:
         ]
         if "text" in redo.spaces:  # re-embed kept passages and lines from their stored text
             new += [
-                Segment(space="text", kind=r.kind, start=r.start, end=r.end, text=r.text)
+                Segment(
+                    space="text", kind=r.kind, start=r.start, end=r.end, text=r.text, loc=r.place()
+                )
                 for r in drop
                 if r.space == "text" and r.text and not (redo.speech and r.kind == "speech")
             ]

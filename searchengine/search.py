@@ -163,7 +163,7 @@ def merge_moments(moments: list[HitSegment], best: float) -> list[HitSegment]:
                 last.text = f"{last.text} {m.text}" if last.text else m.text
             last.score = max(last.score, m.score)
         else:
-            merged.append(HitSegment(m.start, m.end, m.text, m.score, m.space, m.kind))
+            merged.append(HitSegment(m.start, m.end, m.text, m.score, m.space, m.kind, m.loc))
     rest = [m for m in moments if m.score < best * MERGE_FRACTION or m.start is None]
     return sorted(merged, key=lambda m: -m.score) + rest  # stable: ties keep raw order
 
@@ -185,6 +185,7 @@ def best_moments(
             score=score,
             space=row.space,
             kind=row.kind,
+            loc=row.place(),
         )
         for score, row in segs
         if row.kind != "image"

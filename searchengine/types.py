@@ -23,7 +23,9 @@ class Segment:
 
     `start`/`end` are character offsets for text and seconds for audio/video; both are None
     for a whole image. `payload` is what the space's encoder embeds (a string, an RGB image,
-    a PCM array); it is never stored.
+    a PCM array); it is never stored. `loc` says where in the file the segment is, beyond
+    start/end: `{"page": 3}` (1-based PDF page), `{"box": [x, y, w, h]}` (pixels of the
+    original image), or both; stored as JSON, None when there is nothing to add.
     """
 
     space: str
@@ -32,6 +34,7 @@ class Segment:
     end: float | None = None
     text: str | None = None
     payload: Any = None
+    loc: dict[str, Any] | None = None
 
 
 @dataclass(slots=True)
@@ -87,6 +90,8 @@ class HitSegment:
     score: float
     space: str
     kind: str
+    loc: dict[str, Any] | None = None
+    """Where it is beyond start/end: "page" (1-based) and/or "box" ([x, y, w, h] pixels)."""
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -99,7 +104,24 @@ class HitSegment:
             out["end"] = self.end
         if self.text is not None:
             out["text"] = self.text
+        for key in ("page", "box"):
+            if self.loc and self.loc.get(key) is not None:
+                out[key] = self.loc[key]
         return out
+
+    def where(self, file_type: str) -> str:
+        """The place in words for a person: "p. 3", "at (12, 40)", "12s-15s", "40-310"."""
+        parts = []
+        if self.loc and self.loc.get("page") is not None:
+            parts.append(f"p. {self.loc['page']}")
+        if self.start is not None and (file_type in ("audio", "video") or not parts):
+            unit = "s" if file_type in ("audio", "video") else ""
+            end = self.end if self.end is not None else self.start
+            parts.append(f"{self.start:g}{unit}-{end:g}{unit}")
+        if self.loc and self.loc.get("box") is not None:
+            x, y, w, h = self.loc["box"]
+            parts.append(f"box {x},{y} {w}x{h}")
+        return " ".join(parts)
 
 
 @dataclass(slots=True)

@@ -364,4 +364,4 @@ def test_format_2_index_gets_places_when_opened(library, tmp_path):
         ]
         assert len(eng.catalog.bm25_files("Portugal", 50, Filters())) == 4
     with sqlite3.connect(old / "catalog.db") as db:
-        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
+        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4

@@ -87,6 +87,7 @@ segments = Table(
     Column("text", Text),
     Column("model", Text),  # model key the vector was made with
     Column("vector", LargeBinary),  # float16, L2-normalised; NULL while pending
+    Column("loc", Text),  # JSON: {"page": n} and/or {"box": [x, y, w, h]} (format 4)
     sqlite_autoincrement=True,  # ids are never reused, so a stale FAISS id can't alias
 )
 
@@ -154,6 +155,11 @@ class SegmentRow:
     text: str | None
     path: str
     type: str
+    loc: str | None = None
+    """The segment's place as stored (JSON text), see `Segment.loc`."""
+
+    def place(self) -> dict[str, Any] | None:
+        return json.loads(self.loc) if self.loc else None
 
 
 def name_tokens(path: str, meta: dict[str, Any] | None = None) -> str:
@@ -345,8 +351,9 @@ class Catalog:
         """Give an exact duplicate the vectors of its twin instead of embedding it again."""
         conn.execute(
             text(
-                'INSERT INTO segments (file_id, space, kind, start, "end", text, model, vector) '
-                'SELECT :dst, space, kind, start, "end", text, model, vector FROM segments '
+                "INSERT INTO segments "
+                '(file_id, space, kind, start, "end", text, model, vector, loc) '
+                'SELECT :dst, space, kind, start, "end", text, model, vector, loc FROM segments '
                 "WHERE file_id = :src ORDER BY id"
             ),
             {"dst": dst_file_id, "src": src_file_id},
@@ -1023,6 +1030,7 @@ def _segment_rows_select() -> Any:
         segments.c.text,
         files.c.path,
         files.c.type,
+        segments.c.loc,
     ).join(files, files.c.id == segments.c.file_id)
 
 
@@ -1042,6 +1050,7 @@ def _insert_segments(
             "start": seg.start,
             "end": seg.end,
             "text": seg.text,
+            "loc": json.dumps(seg.loc) if seg.loc else None,
             "model": models.get(seg.space) if vec is not None else None,
             "vector": None if vec is None else encode_vector(vec),
         }

@@ -7,8 +7,9 @@ version number: `PRAGMA user_version` 0 with a `segments` table). Version 2 stor
 as float16, indexes segment text with external-content FTS5, keeps whole-file vectors and
 tombstones. Version 3 adds `file_places`: the place names (locality, city, county,
 region, country) of photos and videos with a GPS position, for the place filter; the names
-also join the file-name FTS5 document, so BM25 finds "Lisbon". A catalog newer than this
-code is refused.
+also join the file-name FTS5 document, so BM25 finds "Lisbon". Version 4 gives segments a
+`loc`: JSON saying where a segment is beyond start/end (a PDF page, a box in an image, see
+types.Segment), so hits can say "p. 3". A catalog newer than this code is refused.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from collections.abc import Callable
 import numpy as np
 from sqlalchemy import Connection, text
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 TABLES = [
     """CREATE TABLE IF NOT EXISTS files (
@@ -48,7 +49,8 @@ TABLES = [
         "end" FLOAT,
         text TEXT,
         model TEXT,
-        vector BLOB)""",
+        vector BLOB,
+        loc TEXT)""",
     "CREATE INDEX IF NOT EXISTS ix_segments_file_id ON segments(file_id)",
     "CREATE INDEX IF NOT EXISTS ix_segments_space ON segments(space, id)",
     """CREATE TABLE IF NOT EXISTS file_vectors (
@@ -184,7 +186,21 @@ def _v2_to_v3(conn: Connection) -> None:
     fill_places(conn)
 
 
-MIGRATIONS: dict[int, Callable[[Connection], None]] = {1: _v1_to_v2, 2: _v2_to_v3}
+def _v3_to_v4(conn: Connection) -> None:
+    """Segments gain `loc` (NULL for every existing one: their places were never known; a
+    file indexed again gets them)."""
+    have = {row[1] for row in conn.execute(text("PRAGMA table_info(segments)"))}
+    if "loc" not in have:
+        conn.execute(text("ALTER TABLE segments ADD COLUMN loc TEXT"))
+    for stmt in TABLES:
+        conn.execute(text(stmt))
+
+
+MIGRATIONS: dict[int, Callable[[Connection], None]] = {
+    1: _v1_to_v2,
+    2: _v2_to_v3,
+    3: _v3_to_v4,
+}
 """from-version -> step to the next version."""
 
 
