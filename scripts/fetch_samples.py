@@ -13,7 +13,9 @@ Usage::
 
 Sets: docs (small mixed-format text corpus), bigdocs (>= 12 MB of HTML text),
 images (>= 500 jpg/png), sounds, video (cockatoo.mp4), manpages (the Linux man-pages as
-plain text, with their SEE ALSO references in see_also.json). See docs/samples.md.
+plain text, with their SEE ALSO references in see_also.json), voices (KTuberling's spoken
+words, one folder per language, each language recorded by a different person). See
+docs/samples.md.
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import man_text  # noqa: E402  (a sibling script: roff to text, SEE ALSO)
 
 REPO = Path(__file__).resolve().parents[1]
-SETS = ("docs", "bigdocs", "images", "sounds", "video", "manpages")
+SETS = ("docs", "bigdocs", "images", "sounds", "video", "manpages", "voices")
 SEE_ALSO = "see_also.json"
 COPYRIGHT = "COPYRIGHT"
 # Sizes below which a set still counts as fetched but gets a warning.
@@ -229,6 +231,15 @@ SOURCES: dict[str, tuple[Source, ...]] = {
             "",
             ("python3-imageio",),
             (Pick("usr/lib/python3/dist-packages/imageio/resources/images", ("cockatoo.mp4",)),),
+        ),
+    ),
+    "voices": (
+        # real people: each language's words were recorded by one volunteer (the speaker
+        # labels of scripts/eval_voices.py); gcompris-qt-data in Debian ships no voices
+        Source(
+            "ktuberling",
+            ("ktuberling-data",),
+            (Pick("usr/share/ktuberling/sounds", ("*/*.ogg",)),),
         ),
     ),
     "manpages": (

@@ -14,6 +14,7 @@ DEFAULT_MODELS: dict[str, str] = {
     "clip": "ViT-B-32",
     "clap": "laion/clap-htsat-unfused",
     "speech": "tiny.en",
+    "voice": "resemblyzer",
 }
 DEFAULT_CLIP_PRETRAINED = "laion2b_s34b_b79k"
 

@@ -27,6 +27,7 @@ from searchengine.store.schema import SCHEMA_VERSION
 from searchengine.store.store import Store, VectorCache
 from searchengine.types import FILE_TYPES, Filters, Hit, Hits
 from searchengine.understand import Reading, Wanted
+from searchengine.voices import VoiceMethods
 
 if TYPE_CHECKING:
     from searchengine.search import Ranker
@@ -64,7 +65,7 @@ def _check_models(config: IndexConfig, spaces: list[str]) -> None:
     run that follows."""
     registry = ModelRegistry(config)
     for space in spaces:
-        if space == "speech" and config.models.get("speech") == "off":
+        if space in ("speech", "voice") and config.models.get(space) == "off":
             continue
         try:
             registry.resolve(space)
@@ -106,7 +107,7 @@ DEFAULT_K = 10
 """Hits on a page when no k is given (its tail then cut by the adaptive cutoff)."""
 
 
-class Engine:
+class Engine(VoiceMethods):
     """An index folder: catalog.db (truth), FAISS caches per space and level, config.json.
 
     `readonly=True` is how queries open an index: nothing is written (it works on a
@@ -298,6 +299,7 @@ class Engine:
         sort: str = "relevance",
         include_self: bool = False,
         now: datetime | None = None,
+        speaker: str | int | None = None,
     ) -> Hits:
         """Files best matching a text query across every space, best moments first.
 
@@ -310,6 +312,9 @@ class Engine:
         Dates, kinds, lengths and places in the words become filters unless `literal`
         (searchengine.understand; `now` fixes "yesterday"); given arguments win over them,
         and `.reading` tells how the query was read. `place` keeps files taken there (GPS).
+        `speaker` (a name or id, see `speakers()`) keeps files where that speaker talks; a
+        named speaker in the words does the same, and a query that is only a name finds
+        where that speaker talks.
         `sort` orders the page found: relevance, date (oldest first) or -date. The `like`
         example and its exact copies are left out unless `include_self`."""
         from searchengine.search import Query
@@ -322,6 +327,13 @@ class Engine:
         k = DEFAULT_K if k is None else k
         if k <= 0:
             raise UserError("-k must be at least 1")
+        speaker_id = self.speaker_id(speaker) if speaker not in (None, "") else None
+        if speaker_id is None and query and not literal:
+            named = self.speaker_in_query(query)
+            if named is not None and not named[1] and like is None:
+                return self._finish(self.speaker_hits(named[0], k), sort)
+            if named is not None:
+                speaker_id, query = named
         given = Wanted(
             types=list(types) if types else None,
             path=path or None,
@@ -333,6 +345,7 @@ class Engine:
         )
         reading = self.read(query, now=now, literal=literal).with_flags(given)
         filters = self._filters(reading)
+        filters.speaker = speaker_id
         if like is not None and not include_self:
             filters.exclude = self._self_and_copies(like)
         example = self._example_vectors(like) if like is not None else None
@@ -402,6 +415,7 @@ class Engine:
             sign = -1.0 if sort == "-date" else 1.0
             page.sort(key=lambda h: (h.date is None, sign * (h.date or 0.0)))
         page.reading = reading
+        self.annotate_speakers(page)
         return page
 
     def similar(
@@ -499,6 +513,7 @@ class Engine:
             and (record.size, record.mtime_ns) == (st.st_size, st.st_mtime_ns)
         ):  # an edited file is embedded as it is now, not as it was indexed
             example = self.catalog.mean_vectors(record.id)
+            example.pop("voice", None)  # who speaks is `similar --voice`, not likeness
         return example or self._embed_example(target)
 
     def calibration(self) -> dict[str, tuple[float, float]]:

@@ -29,6 +29,7 @@ from searchengine.media import decode_file
 from searchengine.reembed import Redo, Reembedder
 from searchengine.store.catalog import FileRecord, NewFile
 from searchengine.types import Decoded, Segment
+from searchengine.voices import refresh_speakers
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -228,6 +229,7 @@ class Indexer:
         self.store.sync(SPACES)
         self._record_identities()
         calibration.refresh(self.store, self.models, self.config)
+        refresh_speakers(self.catalog, self.config)
         self._export_query_encoders()
         summary.seconds = time.monotonic() - started
         return summary
@@ -255,9 +257,12 @@ class Indexer:
                 stale = self.catalog.stale_files(space, key)
             for fid in stale:
                 partial.setdefault(fid, Redo()).spaces.add(space)
-        for fid in self.catalog.files_with_other_meta(
-            ("audio", "video"), "speech", self.config.models.get("speech", "off")
-        ):
+        for key in ("speech", "voice"):  # the voice part is made with the transcript
+            for fid in self.catalog.files_with_other_meta(
+                ("audio", "video"), key, self.config.models.get(key, "off")
+            ):
+                partial.setdefault(fid, Redo()).speech = True
+        for fid in self.catalog.stale_files("voice", self.config.model_key("voice")):
             partial.setdefault(fid, Redo()).speech = True
         return full, {fid: r for fid, r in partial.items() if fid not in full}
 
@@ -549,7 +554,7 @@ class Indexer:
 
     def _commit(self, batch: list[_Work], summary: IndexSummary) -> None:
         """Write every file of an embedded batch in one transaction (the single writer)."""
-        models = {s: self.config.model_key(s) for s in SPACES}
+        models = {s: self.config.model_key(s) for s in (*SPACES, "voice")}
         with self.catalog.transaction() as conn:
             for work in batch:
                 if work.keep is not None:  # unreadable now: the old entry stays as it was
@@ -667,9 +672,7 @@ class Indexer:
                 vecs += self._embed([(work, seg) for seg in part], summary)
                 segs += part
                 faults.point("stream-part")
-            lines = self._transcribe(decoded, summary)
-            for i in range(0, len(lines), BATCH_SEGMENTS):
-                part = lines[i : i + BATCH_SEGMENTS]
+            for part in self._speech_parts(decoded, summary):  # one ~30 s piece at a time
                 vecs += self._embed([(work, seg) for seg in part], summary)
                 segs += part
         except DeadlineExceeded:
@@ -684,31 +687,54 @@ class Indexer:
         work.vectors = vecs
 
     def _transcribe(self, decoded: Decoded, summary: IndexSummary) -> list[Segment]:
-        """A file's transcript lines as `text`-space segments, once (the source is consumed);
-        the speech setting is recorded so changing it later re-makes the file. No speech
-        model is a note, not a state."""
+        """A file's transcript lines (`text` space) and voice pieces (`voice` space), all at
+        once; long files go through `_speech_parts` instead."""
+        return [seg for part in self._speech_parts(decoded, summary) for seg in part]
+
+    def _speech_parts(self, decoded: Decoded, summary: IndexSummary) -> Iterator[list[Segment]]:
+        """Per ~30 s piece of the sound track: its transcript lines as `text` segments and
+        its stretches of speech as `voice` segments (searchengine/encoders/voice.py), so
+        memory is bounded by one piece. The source is consumed once; the speech and voice
+        settings are recorded so changing either later re-makes the file. No speech model
+        is a note, not a state; a missing voice model makes the file wait (pending)."""
         source, decoded.speech_source = decoded.speech_source, None
         if source is None:
-            return []
+            return
         decoded.meta["speech"] = self.config.models.get("speech", "off")
-        if decoded.meta["speech"] == "off":
-            return []
-        try:
-            transcriber = self.models.encoder("speech")
-        except ModelUnavailable as exc:
-            summary.note(str(exc))
-            return []
-        return [
-            Segment(
-                space="text",
-                kind="speech",
-                start=round(line.start, 2),
-                end=round(line.end, 2),
-                text=line.text,
-                payload=line.text,
-            )
-            for line in transcriber.transcribe(source())  # type: ignore[attr-defined]
-        ]
+        decoded.meta["voice"] = self.config.models.get("voice", "off")
+        transcriber = None
+        if decoded.meta["speech"] != "off":
+            try:
+                transcriber = self.models.encoder("speech")
+            except ModelUnavailable as exc:
+                summary.note(str(exc))
+        voice_on = decoded.meta["voice"] != "off"
+        if transcriber is None and not voice_on:
+            return
+        from searchengine.encoders.voice import voice_pieces
+
+        for offset, pcm in source():
+            part = [
+                Segment(
+                    space="text",
+                    kind="speech",
+                    start=round(line.start, 2),
+                    end=round(line.end, 2),
+                    text=line.text,
+                    payload=line.text,
+                )
+                for line in (
+                    transcriber.transcribe_pcm(pcm, float(offset))  # type: ignore[attr-defined]
+                    if transcriber is not None
+                    else ()
+                )
+            ]
+            if voice_on:
+                part += [
+                    Segment(space="voice", kind="voice", start=a, end=b, payload=piece)
+                    for a, b, piece in voice_pieces(pcm, float(offset))
+                ]
+            yield part
 
 
 def _missing_roots(roots: list[str], records: list[FileRecord]) -> dict[str, int]:

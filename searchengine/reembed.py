@@ -44,6 +44,8 @@ class Redo:
 
 Transcribe = Callable[[Decoded, "IndexSummary"], list[Segment]]
 InFlight = Callable[[bytes], AbstractContextManager[None]]
+SPEECH_KINDS = ("speech", "voice")
+"""Segments made from the sound track's speech: transcript lines and voice pieces."""
 BATCH = 32
 """Files whose new segments are embedded together (one model call per space)."""
 
@@ -112,7 +114,7 @@ class Reembedder:
 
     def _decodes(self, redo: Redo) -> bool:
         """Whether the file must be decoded again (frames, sound windows, a transcript)."""
-        speech_on = self.config.models.get("speech", "off") != "off"
+        speech_on = any(self.config.models.get(k, "off") != "off" for k in ("speech", "voice"))
         return any(s != "text" for s in redo.spaces) or (redo.speech and speech_on)
 
     def _redo_alone(self, rec: FileRecord, redo: Redo, summary: IndexSummary) -> int:
@@ -130,7 +132,7 @@ class Reembedder:
         try:
             with self.in_flight(rec.path_key):
                 for part in self._parts(rec.path, redo, summary, meta):
-                    keep = [s for s in part if s.space in decode_for or s.kind == "speech"]
+                    keep = [s for s in part if s.space in decode_for or s.kind in SPEECH_KINDS]
                     vectors += self._embed(keep)
                     new += keep
         except ModelUnavailable as exc:
@@ -161,11 +163,12 @@ class Reembedder:
         yield from iterate_with_deadline(decoded.stream or (), self.limit_s)
         if redo.speech:
             lines = self.transcribe(decoded, summary)
-            meta["speech"] = decoded.meta.get("speech", self.config.models.get("speech"))
+            for key in ("speech", "voice"):
+                meta[key] = decoded.meta.get(key, self.config.models.get(key, "off"))
             yield lines
 
     def _commit(self, plans: list[_Plan], vectors: list[np.ndarray | None]) -> None:
-        models = {s: self.config.model_key(s) for s in ("text", "clip", "clap")}
+        models = {s: self.config.model_key(s) for s in ("text", "clip", "clap", "voice")}
         with self.catalog.transaction() as conn:
             for plan in plans:
                 vecs, vectors = vectors[: len(plan.new)], vectors[len(plan.new) :]
@@ -190,11 +193,12 @@ class Reembedder:
         meta = {} if meta is None else meta
         if redo.speech and "speech" not in meta:
             meta["speech"] = "off"
+            meta["voice"] = "off"
         drop = [
             row
             for row in self.catalog.file_segments(rec.id)
             if row.space in decode_for
-            or (redo.speech and row.kind == "speech")
+            or (redo.speech and row.kind in SPEECH_KINDS)
             or ("text" in redo.spaces and row.space == "text")
         ]
         if "text" in redo.spaces:  # re-embed kept passages and lines from their stored text

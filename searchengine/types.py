@@ -63,7 +63,8 @@ class Filters:
     `place` is a folded place name (understand.words.fold) of files taken there (from GPS);
     `exclude` lists file ids never to return (an example file and its exact copies);
     `model` keeps only vectors made by that model (set by the store while a model switch is
-    half done: a query is never scored against another model's vectors).
+    half done: a query is never scored against another model's vectors);
+    `speaker` keeps files in which that speaker (searchengine/speakers.py) talks.
     """
 
     types: list[str] | None = None
@@ -75,6 +76,7 @@ class Filters:
     place: str | None = None
     exclude: tuple[int, ...] | None = None
     model: str | None = None
+    speaker: int | None = None
 
     def active(self) -> bool:
         return any(getattr(self, name) is not None for name in self.__slots__)
@@ -92,6 +94,8 @@ class HitSegment:
     kind: str
     loc: dict[str, Any] | None = None
     """Where it is beyond start/end: "page" (1-based) and/or "box" ([x, y, w, h] pixels)."""
+    speaker: str | None = None
+    """Who speaks in this moment (a speaker's name, or "speaker N"), when voices are known."""
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -104,6 +108,8 @@ class HitSegment:
             out["end"] = self.end
         if self.text is not None:
             out["text"] = self.text
+        if self.speaker is not None:
+            out["speaker"] = self.speaker
         for key in ("page", "box"):
             if self.loc and self.loc.get(key) is not None:
                 out[key] = self.loc[key]

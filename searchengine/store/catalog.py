@@ -1198,6 +1198,12 @@ def _filters(sql: str, params: dict[str, Any], filters: Filters) -> tuple[str, d
     if filters.place:
         sql += " AND f.id IN (SELECT file_id FROM file_places WHERE key = :place)"
         params["place"] = filters.place
+    if filters.speaker is not None:
+        sql += (
+            " AND f.id IN (SELECT vs.file_id FROM voice_speakers vv JOIN segments vs"
+            " ON vs.id = vv.segment_id WHERE vv.speaker_id = :speaker)"
+        )
+        params["speaker"] = int(filters.speaker)
     if filters.exclude:  # integers only: safe to inline, and no list parameter to expand
         sql += f" AND f.id NOT IN ({', '.join(str(int(i)) for i in filters.exclude)})"
     for column, op, value in (

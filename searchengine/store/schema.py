@@ -10,6 +10,9 @@ region, country) of photos and videos with a GPS position, for the place filter;
 also join the file-name FTS5 document, so BM25 finds "Lisbon". Version 4 gives segments a
 `loc`: JSON saying where a segment is beyond start/end (a PDF page, a box in an image, see
 types.Segment), so hits can say "p. 3". A catalog newer than this code is refused.
+
+Tables added within a version (created by `upgrade` on every open): `speakers` (voice
+clusters, a named one with its centroid) and `voice_speakers` (segment -> speaker).
 """
 
 from __future__ import annotations
@@ -79,6 +82,18 @@ TABLES = [
         key TEXT NOT NULL,
         PRIMARY KEY (file_id, level))""",
     "CREATE INDEX IF NOT EXISTS ix_file_places_key ON file_places(key, file_id)",
+    # speakers: clusters of `voice` segments (searchengine/speakers.py); a named one keeps
+    # its centroid, so its name survives re-indexing and new files that match it join it
+    """CREATE TABLE IF NOT EXISTS speakers (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        name TEXT UNIQUE,
+        model TEXT,
+        centroid BLOB)""",
+    # voice_speakers: which speaker each `voice` segment was clustered into
+    """CREATE TABLE IF NOT EXISTS voice_speakers (
+        segment_id INTEGER PRIMARY KEY REFERENCES segments(id) ON DELETE CASCADE,
+        speaker_id INTEGER NOT NULL REFERENCES speakers(id) ON DELETE CASCADE)""",
+    "CREATE INDEX IF NOT EXISTS ix_voice_speakers_speaker ON voice_speakers(speaker_id)",
 ]
 
 TRIGGERS = [
