@@ -114,8 +114,11 @@ def render_hits(hits: list[Hit]) -> None:
         for seg in hit.segments[:2]:
             place = seg.where(hit.type)
             where = f"[{place}] " if place else ""
+            who = f"{seg.speaker}: " if seg.speaker else ""
             if seg.text:
-                out().print(f"     {where}{seg.text}", markup=False)
+                out().print(f"     {where}{who}{seg.text}", markup=False)
+            elif seg.speaker:
+                out().print(f"     {where}{seg.speaker} speaks", markup=False)
 
 
 def _day(epoch: float) -> str:
@@ -144,6 +147,7 @@ def run_search(
     literal: bool = False,
     sort: str = "relevance",
     include_self: bool = False,
+    speaker: str | None = None,
     json_out: bool = False,
 ) -> None:
     """`searchengine search`, whichever parser read the command line. Without -k or --all
@@ -171,6 +175,7 @@ def run_search(
             literal=literal,
             sort=sort,
             include_self=include_self,
+            speaker=speaker,
         ),
     )
     show_hits(hits, json_out)
@@ -231,6 +236,7 @@ def search_parser() -> argparse.ArgumentParser:
     parser.add_argument("--literal", action="store_true", default=False)
     parser.add_argument("--sort", default="relevance")
     parser.add_argument("--include-self", action="store_true", default=False)
+    parser.add_argument("--speaker", default=None)
     parser.add_argument("--json", dest="json_out", action="store_true", default=False)
     return parser
 

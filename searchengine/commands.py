@@ -62,6 +62,10 @@ def index(
     speech: Annotated[
         str | None, typer.Option(help="faster-whisper size or folder, or 'off'.")
     ] = None,
+    voice: Annotated[
+        str | None,
+        typer.Option(help="Speaker encoder: 'resemblyzer' (default), a GE2E .pt file, or 'off'."),
+    ] = None,
     prune: Annotated[
         bool, typer.Option("--prune", help="Forget files under given paths that are gone.")
     ] = False,
@@ -80,7 +84,7 @@ def index(
         os.environ["SEARCHENGINE_OFFLINE"] = "1"
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    models = {"clip": clip, "clap": clap, "text": text, "speech": speech}
+    models = {"clip": clip, "clap": clap, "text": text, "speech": speech, "voice": voice}
     engine = open_engine(
         index,
         create=True,
@@ -237,6 +241,10 @@ def search(
         ),
     ] = "relevance",
     include_self: IncludeSelfOpt = False,
+    speaker: Annotated[
+        str | None,
+        typer.Option("--speaker", help="Only where this speaker talks (a name or an id)."),
+    ] = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Search the index with a text query (optionally with an example file).
@@ -262,6 +270,7 @@ def search(
         literal=literal,
         sort=sort,
         include_self=include_self,
+        speaker=speaker,
         json_out=json_out,
     )
 
@@ -279,9 +288,25 @@ def similar(
     min_duration: MinDurOpt = None,
     max_duration: MaxDurOpt = None,
     include_self: IncludeSelfOpt = False,
+    voice: Annotated[
+        bool,
+        typer.Option(
+            "--voice", help="Where the same person speaks (FILE: a recording of that voice)."
+        ),
+    ] = False,
     json_out: JsonOpt = False,
 ) -> None:
-    """Find files like an example file (not the file itself, nor its exact copies)."""
+    """Find files like an example file (not the file itself, nor its exact copies); with
+    --voice, the files and moments where the person speaking in FILE speaks."""
+    if voice:
+        hits = with_engine(
+            index,
+            lambda engine: engine.similar_voice(
+                str(file), k=k, types=types_list(type_), include_self=include_self
+            ),
+        )
+        show_hits(hits, json_out)
+        return
     hits = with_engine(
         index,
         lambda engine: engine.similar(
