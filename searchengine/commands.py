@@ -463,6 +463,57 @@ def duplicates(
         out().print(render_text(groups), markup=False)
 
 
+@app.command("map")
+def map_(
+    output: Annotated[
+        list[Path],
+        typer.Option(
+            "-o", "--output", help="map.html (interactive, offline) or map.png; repeat for both."
+        ),
+    ],
+    index: IndexOpt = None,
+    space: Annotated[
+        str | None, typer.Option("--space", help="clip, clap or text (default: the fullest).")
+    ] = None,
+    type_: TypeOpt = None,
+    path: PathOpt = None,
+    refit: Annotated[
+        bool, typer.Option("--refit", help="Lay the whole space out again.")
+    ] = False,
+    sample: Annotated[
+        int | None, typer.Option("--sample", help="Fit on this many files (default 10000).")
+    ] = None,
+    thumbs: Annotated[
+        int, typer.Option("--thumbs", min=0, help="Pictures embedded in the HTML at most.")
+    ] = 1000,
+    json_out: JsonOpt = False,
+) -> None:
+    """Draw the collection as a map: one point per file, clustered and labelled."""
+    from searchengine.atlas.render import check_output, write
+
+    for target in output:
+        try:
+            check_output(target)
+        except UserError as exc:
+            fail(str(exc))
+
+    def run(engine: Any) -> Any:
+        result = engine.map(
+            space, types=types_list(type_), path_glob=path, refit=refit, sample=sample
+        )
+        for target in output:
+            write(result, target, thumbs=thumbs)
+        return result
+
+    result = with_engine(index, run, readonly=False)
+    if json_out:
+        print_json(result.to_json())
+    else:
+        out().print(result.summary(), markup=False)
+        for target in output:
+            out().print(f"wrote {target}", markup=False)
+
+
 @app.command()
 def thumb(
     file: Annotated[Path, typer.Argument(help="A video or an image.")],
@@ -532,6 +583,50 @@ def status(index: IndexOpt = None, json_out: JsonOpt = False) -> None:
         away[(item["at"], item["reason"])] = away.get((item["at"], item["reason"]), 0) + 1
     for (at, why), n in away.items():
         out().print(f"unreachable: {at}: {why} ({n} files kept)", markup=False)
+
+
+speakers_app = typer.Typer(
+    help="Who speaks in your recordings: list the speakers, name one.",
+    invoke_without_command=True,
+    no_args_is_help=False,
+)
+app.add_typer(speakers_app, name="speakers")
+
+
+@speakers_app.callback()
+def speakers(ctx: typer.Context, index: IndexOpt = None, json_out: JsonOpt = False) -> None:
+    """List the speakers (voices clustered across all recordings), most speaking time first,
+    with their files and a sample moment. `speakers name ID NAME` names one."""
+    if ctx.invoked_subcommand is not None:
+        return
+    found = with_engine(index, lambda engine: engine.speakers())
+    if json_out:
+        print_json([s.to_json() for s in found])
+        return
+    if not found:
+        out().print("no speakers yet (index recordings with speech; voices must not be off)")
+        return
+    for s in found:
+        files = f"{len(s.files)} file{'s' if len(s.files) != 1 else ''}"
+        out().print(f"[bold]{s.id:>3}[/bold] {s.label}  [dim]{s.seconds:.1f} s in {files}[/dim]")
+        if s.sample is not None:
+            path, start, end = s.sample
+            out().print(f"     e.g. {path} [{start:g}s-{end:g}s]", markup=False)
+
+
+@speakers_app.command("name")
+def speakers_name(
+    speaker: Annotated[str, typer.Argument(help="The speaker's id (or current name).")],
+    name: Annotated[str, typer.Argument(help='The name to give ("" removes it).')],
+    index: IndexOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Name a speaker; the name stays with the voice through re-indexing and new files."""
+    found = with_engine(index, lambda engine: engine.name_speaker(speaker, name), readonly=False)
+    if json_out:
+        print_json(found.to_json() if found is not None else None)
+    elif found is not None:
+        out().print(f"speaker {found.id} is now {found.label}", markup=False)
 
 
 @app.command()
