@@ -25,8 +25,11 @@ def espeak_available() -> bool:
     return shutil.which("espeak-ng") is not None
 
 
-def make_speech(path: Path, text: str, lead_silence_s: float = 0.0) -> Path:
-    """Speak `text` into a mono 16-bit WAV at `path`, after `lead_silence_s` seconds of silence."""
+def make_speech(
+    path: Path, text: str, lead_silence_s: float = 0.0, voice: str | None = None
+) -> Path:
+    """Speak `text` into a mono 16-bit WAV at `path`, after `lead_silence_s` seconds of silence;
+    `voice` is an espeak-ng voice (`en+f4`, `en+m3`: different synthetic speakers)."""
     exe = shutil.which("espeak-ng")
     if exe is None:
         raise EspeakMissing(
@@ -38,7 +41,7 @@ def make_speech(path: Path, text: str, lead_silence_s: float = 0.0) -> Path:
     with tempfile.TemporaryDirectory() as tmp:
         raw = Path(tmp) / "speech.wav"
         subprocess.run(
-            [exe, "-s", "150", "-w", str(raw), text],
+            [exe, "-s", "150", *(["-v", voice] if voice else []), "-w", str(raw), text],
             check=True,
             capture_output=True,
             timeout=60,

@@ -246,7 +246,8 @@ def speech_spans(pcm: np.ndarray) -> list[tuple[int, int]]:
     audio = np.ascontiguousarray(np.asarray(pcm, dtype=np.float32).reshape(-1))
     if audio.size < SAMPLE_RATE // 10 or not np.any(audio):
         return []
-    found = get_speech_timestamps(audio, VadOptions(threshold=0.5, min_silence_duration_ms=300))
+    options = VadOptions(threshold=0.5, min_silence_duration_ms=300, speech_pad_ms=100)
+    found = get_speech_timestamps(audio, options)
     spans: list[tuple[int, int]] = []
     for ts in found:
         start, end = int(ts["start"]), int(ts["end"])

@@ -51,7 +51,7 @@ class VoiceStore:
         sql = (
             'SELECT s.id, s.file_id, s.start, s."end", s.vector FROM segments s '
             "JOIN files f ON f.id = s.file_id "
-            "WHERE s.space = 'voice' AND s.vector IS NOT NULL AND f.state = 'indexed'"
+            "WHERE s.space = 'voice' AND s.vector IS NOT NULL AND f.state IN ('indexed', 'pending')"
         )
         params: dict[str, object] = {}
         if model is not None:
