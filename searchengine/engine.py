@@ -30,6 +30,7 @@ from searchengine.understand import Reading, Wanted
 from searchengine.voices import VoiceMethods
 
 if TYPE_CHECKING:
+    from searchengine.atlas import MapResult
     from searchengine.search import Ranker
 
 QUERY_MODELS = "query-models"
@@ -564,6 +565,35 @@ class Engine(VoiceMethods):
                 self.catalog.delete_files(conn, [r.id for r in gone])
             self.sync_vectors()
         return len(gone)
+
+    def map(
+        self,
+        space: str | None = None,
+        *,
+        types: Sequence[str] | None = None,
+        path_glob: str | None = None,
+        refit: bool = False,
+        sample: int | None = None,
+    ) -> MapResult:
+        """The collection as a 2-D map of one space (default: the one `types` live in, else
+        the fullest): one point per file, clustered, each cluster labelled by its words. A
+        writer brings the stored layout up to date first (places new files, drops removed
+        ones, refits when asked or when the model changed); a read-only engine shows it as
+        stored. Render it with `searchengine.atlas.render.write`."""
+        from searchengine.atlas import build
+
+        filters = make_filters(types, path_glob, None, None, None, None)
+        chosen = build.choose_space(self.catalog, space, filters.types)
+        model = self.config.model_key(chosen)
+        if self.readonly:
+            return build.read_map(self.catalog, chosen, model, filters)
+        if sample is not None and sample < 2:
+            raise UserError("--sample must be at least 2")
+        with self.writer():
+            return build.build_map(
+                self.catalog, self.dir, chosen, model, filters, refit=refit,
+                sample=sample or build.FIT_SAMPLE,
+            )
 
     def status(self) -> dict[str, Any]:
         """Counts per type and state, each space's model and vector count, and failures."""

@@ -13,6 +13,7 @@ types.Segment), so hits can say "p. 3". A catalog newer than this code is refuse
 
 Tables added within a version (created by `upgrade` on every open): `speakers` (voice
 clusters, a named one with its centroid) and `voice_speakers` (segment -> speaker).
+`map_fits` and `map_points`: the stored layout of `searchengine map` (searchengine/atlas/).
 """
 
 from __future__ import annotations
@@ -94,6 +95,22 @@ TABLES = [
         segment_id INTEGER PRIMARY KEY REFERENCES segments(id) ON DELETE CASCADE,
         speaker_id INTEGER NOT NULL REFERENCES speakers(id) ON DELETE CASCADE)""",
     "CREATE INDEX IF NOT EXISTS ix_voice_speakers_speaker ON voice_speakers(speaker_id)",
+    # map_fits: per space, the stored map layout's model, method and reducer file (atlas/)
+    """CREATE TABLE IF NOT EXISTS map_fits (
+        space VARCHAR(16) PRIMARY KEY,
+        model TEXT NOT NULL,
+        method VARCHAR(8) NOT NULL,
+        fitted INTEGER NOT NULL,
+        reducer TEXT NOT NULL,
+        created FLOAT NOT NULL)""",
+    # map_points: a file's 2-D place on its space's map, and the file vector it came from
+    """CREATE TABLE IF NOT EXISTS map_points (
+        space VARCHAR(16) NOT NULL,
+        file_id INTEGER NOT NULL REFERENCES files(id) ON DELETE CASCADE,
+        vector_id INTEGER NOT NULL,
+        x FLOAT NOT NULL,
+        y FLOAT NOT NULL,
+        PRIMARY KEY (space, file_id))""",
 ]
 
 TRIGGERS = [
