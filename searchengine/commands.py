@@ -78,6 +78,16 @@ def index(
             "Same as SEARCHENGINE_OFFLINE=1.",
         ),
     ] = False,
+    cluster: Annotated[
+        str | None,
+        typer.Option(
+            help="Decode and embed on a Ray cluster: ray://HOST:PORT, HOST:PORT or 'auto' "
+            "(a running local cluster). Needs searchengine[cluster]."
+        ),
+    ] = None,
+    cluster_workers: Annotated[
+        int | None, typer.Option(min=1, help="Ray workers to use (default: one per CPU).")
+    ] = None,
 ) -> None:
     """Index files and folders: new and changed files are embedded, moves followed."""
     if offline:
@@ -111,7 +121,13 @@ def index(
                 short = os.path.basename(path)[:40]
                 bar.update(tasks[phase], completed=done, total=total or None, path=short)
 
-            summary = engine.index([str(p) for p in paths], progress=progress, prune=prune)
+            summary = engine.index(
+                [str(p) for p in paths],
+                progress=progress,
+                prune=prune,
+                cluster=cluster,
+                cluster_workers=cluster_workers,
+            )
     except UserError as exc:
         fail(str(exc))
     finally:

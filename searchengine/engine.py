@@ -269,12 +269,28 @@ class Engine(VoiceMethods):
         progress: ProgressFn | None = None,
         *,
         prune: bool = False,
+        cluster: str | None = None,
+        cluster_workers: int | None = None,
     ) -> IndexSummary:
         """Bring the index up to date with `paths`: embed new and changed files, follow moves,
         forget deleted files. Bad files are recorded with a reason; the run goes on. What
-        cannot be read is kept; `prune` forgets what lies under roots that are gone."""
+        cannot be read is kept; `prune` forgets what lies under roots that are gone.
+        `cluster` ('auto', 'ray://HOST:PORT'): decode and embed on that Ray cluster with
+        `cluster_workers` workers (default: one per CPU); this process still writes."""
         with self.writer():
-            indexer = Indexer(self.store, self.models, self.config, self.dir)
+            if cluster:
+                from searchengine.cluster import ClusterIndexer
+
+                indexer: Indexer = ClusterIndexer(
+                    self.store,
+                    self.models,
+                    self.config,
+                    self.dir,
+                    address=cluster,
+                    workers=cluster_workers,
+                )
+            else:
+                indexer = Indexer(self.store, self.models, self.config, self.dir)
             return indexer.run(paths, progress, prune=prune)
 
     # ---- queries -----------------------------------------------------------------------

@@ -1,0 +1,308 @@
+"""Indexing through a Ray cluster: the driver walks, diffs and commits; workers decode and embed.
+
+Why this split: embedding is the cost and is embarrassingly parallel, while the catalog must
+have one writer. The driver (this process) keeps the crawl, the change detection, the
+journal and every catalog write (`Indexer._commit`, exactly the local path). New and changed
+files go out in batches to a pool of Ray actors; each actor holds one `ModelRegistry`, so
+each model loads once per worker process, and runs the same decode and embed code as a local
+run (`Indexer._decoded` and `Indexer._embed_batch`). Vectors, segments and reasons come back
+as the indexer's own `_Work` records.
+
+Faults: a worker that dies mid-batch (killed, out of memory, a decoder crash) is restarted
+by Ray (`max_restarts`) and its batch is sent again, to another worker when there is one; a
+batch that keeps killing workers is split into single files, and a file that still kills
+its worker is recorded as failed with that reason. A driver killed mid-run leaves committed
+batches committed (one transaction each); the next run finds the rest unchanged-on-disk but
+missing from the catalog and does them.
+
+Workers read files at the driver's paths (one machine, or a shared file system) and find
+model weights from the index's model settings; a worker without a model leaves the files
+pending with its reason, as a local run does."""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from searchengine.crawler import Entry, display_path
+from searchengine.encoders.registry import SPACES, ModelRegistry
+from searchengine.errors import UserError
+from searchengine.indexer import (
+    SAVE_EVERY_S,
+    Indexer,
+    IndexSummary,
+    ProgressFn,
+    _guess_type,
+    _Work,
+    decode_timeout,
+)
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from searchengine.config import IndexConfig
+    from searchengine.store.catalog import FileRecord
+    from searchengine.store.store import Store
+
+Item = tuple[Entry, "FileRecord | None", "str | None"]
+
+BATCH_FILES = 16
+BATCH_BYTES = 64 << 20
+"""A batch ends at this many files or bytes on disk (a long video goes alone)."""
+IN_FLIGHT_PER_WORKER = 2
+"""Batches queued per worker: one running, one waiting, so no worker idles on the driver."""
+TRIES = 3
+"""Times a batch is sent before it is split; a single file after that is failed."""
+WORKER_DIED = "a cluster worker died while decoding or embedding this file ({n} tries)"
+NO_RAY = "--cluster needs Ray: pip install 'searchengine[cluster]'"
+CONNECT_TIMEOUT_S = 5.0
+FORWARDED = ("SEARCHENGINE_OFFLINE", "SEARCHENGINE_DECODE_TIMEOUT", "HF_HOME", "XDG_CACHE_HOME")
+"""Driver settings the workers get (where weights are looked up, time limits)."""
+
+
+def connect(address: str) -> bool:
+    """Join the Ray cluster at `address` ('auto', 'ray://HOST:PORT' or 'HOST:PORT'); True
+    when this call started the connection (the caller then shuts it down)."""
+    try:
+        import ray
+    except ImportError:
+        raise UserError(NO_RAY) from None
+    if ray.is_initialized():
+        return False
+    _check_reachable(address)
+    env = {k: os.environ[k] for k in FORWARDED if k in os.environ}
+    # kill tests: a crash point meant for the workers, not for this process
+    for name in ("CRASH_AT", "CRASH_ONCE"):
+        value = os.environ.get(f"SEARCHENGINE_WORKER_{name}")
+        if value:
+            env[f"SEARCHENGINE_{name}"] = value
+    try:
+        ray.init(
+            address=address,
+            runtime_env={"env_vars": env} if env else None,
+            logging_level="ERROR",
+            log_to_driver=False,
+            configure_logging=True,
+        )
+    except Exception as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise UserError(f"cannot reach the Ray cluster at '{address}': {first}") from None
+    return True
+
+
+def _check_reachable(address: str) -> None:
+    """Fail in seconds, with one line, where ray.init would retry for minutes."""
+    if address == "auto":
+        return  # ray.init("auto") itself fails at once when no local cluster runs
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        raise UserError(f"--cluster wants ray://HOST:PORT, HOST:PORT or 'auto', not '{address}'")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=CONNECT_TIMEOUT_S).close()
+    except OSError as exc:
+        why = exc.strerror or type(exc).__name__
+        raise UserError(f"cannot reach the Ray cluster at '{address}': {why}") from None
+
+
+class RemoteEmbedder(Indexer):
+    """The decode and embed half of an Indexer, with no store: what a worker runs."""
+
+    def __init__(self, config: IndexConfig) -> None:  # no super(): there is no catalog here
+        self.config = config
+        self.models = ModelRegistry(config)
+        self.decode_timeout_s = decode_timeout()
+        self.journal = None
+        self.attempts = {}
+        self.retry_next = 0
+
+    def run_batch(self, items: list[Item]) -> tuple[list[_Work], list[str]]:
+        """Decode and embed `items`; the records (pixels and streams dropped) and the notes."""
+        summary = IndexSummary()
+        works = list(self._decoded(items))
+        self._embed_batch(works, summary)
+        for work in works:
+            if work.decoded is not None:
+                work.decoded.stream = None
+                work.decoded.speech_source = None
+                for seg in work.decoded.segments:
+                    seg.payload = None
+        return works, summary.notes
+
+
+class _Actor:
+    """A Ray actor around a RemoteEmbedder (created with ray.remote in `_pool`)."""
+
+    def __init__(self, config: IndexConfig) -> None:
+        self.embedder = RemoteEmbedder(config)
+
+    def run_batch(self, items: list[Item]) -> tuple[list[_Work], list[str]]:
+        return self.embedder.run_batch(items)
+
+    def pid(self) -> int:
+        return os.getpid()
+
+
+@dataclass
+class _Batch:
+    items: list[Item]
+    tries: int = 0
+    avoid: Any = None  # the actor it last failed on
+
+
+@dataclass
+class ClusterStats:
+    """Where a cluster run's time went (for scripts/bench_cluster.py)."""
+
+    workers: int = 0
+    files: int = 0
+    batches: int = 0
+    retried: int = 0
+    commit_s: float = 0.0
+    wait_s: float = 0.0
+    process_s: float = 0.0
+    notes: list[str] = field(default_factory=list)
+
+
+class ClusterIndexer(Indexer):
+    """An Indexer whose new and changed files are decoded and embedded on a Ray cluster."""
+
+    def __init__(
+        self,
+        store: Store,
+        models: ModelRegistry,
+        config: IndexConfig,
+        index_dir: Path,
+        *,
+        address: str,
+        workers: int | None = None,
+    ) -> None:
+        super().__init__(store, models, config, index_dir)
+        self.address = address
+        self.workers = workers
+        self.stats = ClusterStats()
+
+    def run(self, *args: Any, **kwargs: Any) -> IndexSummary:
+        started = connect(self.address)
+        try:
+            return super().run(*args, **kwargs)
+        finally:
+            if started:
+                import ray
+
+                ray.shutdown()
+
+    def _process(self, todo: list[Item], summary: IndexSummary, report: ProgressFn) -> None:
+        if not todo:
+            return
+        import ray
+        from ray.exceptions import RayActorError, RayTaskError
+
+        began = time.monotonic()
+        actors = self._pool(ray, len(todo))
+        self.stats.workers = len(actors)
+        queue = [_Batch(b) for b in _batches(todo)]
+        queue.reverse()  # pop() takes the first
+        running: dict[Any, tuple[_Batch, Any]] = {}
+        load = {id(a): 0 for a in actors}
+        done, total = 0, len(todo)
+        last_save = time.monotonic()
+        report("embed", 0, total, "")
+        try:
+            while queue or running:
+                while queue and min(load.values()) < IN_FLIGHT_PER_WORKER:
+                    batch = queue.pop()
+                    actor = min(
+                        actors,
+                        key=lambda a, b=batch: (a is b.avoid, load[id(a)]),  # type: ignore[misc]
+                    )
+                    running[actor.run_batch.remote(batch.items)] = (batch, actor)
+                    load[id(actor)] += 1
+                    self.stats.batches += 1
+                t0 = time.monotonic()
+                ready, _ = ray.wait(list(running), num_returns=1)
+                self.stats.wait_s += time.monotonic() - t0
+                ref = ready[0]
+                batch, actor = running.pop(ref)
+                load[id(actor)] -= 1
+                try:
+                    works, notes = ray.get(ref)
+                except RayActorError:
+                    self.stats.retried += 1
+                    queue += reversed(self._again(batch, actor))
+                    works, notes = self._given_up(batch), []
+                except RayTaskError as exc:  # a bug in the worker's code: one batch, not the run
+                    cause = (str(exc.cause).splitlines() or ["?"])[0][:200]
+                    why = f"cluster worker error: {cause}"
+                    works = [_failed(it, why, True) for it in batch.items]
+                    notes = []
+                if not works:
+                    continue
+                for line in notes:
+                    summary.note(line)
+                t0 = time.monotonic()
+                self._commit(works, summary)
+                self.stats.commit_s += time.monotonic() - t0
+                done += len(works)
+                self.stats.files += len(works)
+                report("embed", done, total, display_path(works[-1].entry.path))
+                if time.monotonic() - last_save > SAVE_EVERY_S:
+                    self.store.sync(SPACES, rebuild=False)
+                    last_save = time.monotonic()
+        finally:
+            for actor in actors:
+                ray.kill(actor, no_restart=True)
+            self.stats.process_s += time.monotonic() - began
+        report("embed", done, total, "")
+
+    def _again(self, batch: _Batch, actor: Any) -> list[_Batch]:
+        """A batch whose worker died: sent again elsewhere, then split into single files."""
+        batch.tries += 1
+        batch.avoid = actor
+        if batch.tries < TRIES:
+            return [batch]
+        if len(batch.items) > 1:
+            return [_Batch([item], avoid=actor) for item in batch.items]
+        return []
+
+    def _given_up(self, batch: _Batch) -> list[_Work]:
+        """The file of a single-file batch that killed its worker every time, as failed."""
+        if batch.tries < TRIES or len(batch.items) > 1:
+            return []
+        return [_failed(batch.items[0], WORKER_DIED.format(n=batch.tries), False)]
+
+    def _pool(self, ray: Any, files: int) -> list[Any]:
+        """One actor per CPU of the cluster (or `workers`), never more than files. The
+        encoders run on CPU (see docs/scale.md), so no GPU is asked for."""
+        resources = ray.cluster_resources()
+        wanted = self.workers or max(1, int(resources.get("CPU", 1)))
+        wanted = max(1, min(wanted, files))
+        options: dict[str, Any] = {"num_cpus": 1, "max_restarts": TRIES, "max_task_retries": 0}
+        remote = ray.remote(**options)(_Actor)
+        return [remote.remote(self.config) for _ in range(wanted)]
+
+
+def _failed(item: Item, reason: str, transient: bool) -> _Work:
+    entry, record, sha = item
+    work = _Work(entry=entry, record=record, sha=sha, state="failed", reason=reason)
+    work.transient = transient
+    work.file_type = record.type if record is not None else _guess_type(entry.path)
+    return work
+
+
+def _batches(todo: list[Item]) -> list[list[Item]]:
+    """Consecutive files, cut at BATCH_FILES files or BATCH_BYTES bytes."""
+    out: list[list[Item]] = []
+    batch: list[Item] = []
+    size = 0
+    for item in todo:
+        if batch and (len(batch) >= BATCH_FILES or size + item[0].size > BATCH_BYTES):
+            out.append(batch)
+            batch, size = [], 0
+        batch.append(item)
+        size += item[0].size
+    if batch:
+        out.append(batch)
+    return out
