@@ -66,6 +66,13 @@ def index(
         str | None,
         typer.Option(help="Speaker encoder: 'resemblyzer' (default), a GE2E .pt file, or 'off'."),
     ] = None,
+    ocr: Annotated[
+        str | None,
+        typer.Option(
+            help="Read text in images, scanned PDF pages and video frames: "
+            "'rapidocr' (default) or 'off'."
+        ),
+    ] = None,
     prune: Annotated[
         bool, typer.Option("--prune", help="Forget files under given paths that are gone.")
     ] = False,
@@ -94,7 +101,14 @@ def index(
         os.environ["SEARCHENGINE_OFFLINE"] = "1"
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    models = {"clip": clip, "clap": clap, "text": text, "speech": speech, "voice": voice}
+    models = {
+        "clip": clip,
+        "clap": clap,
+        "text": text,
+        "speech": speech,
+        "voice": voice,
+        "ocr": ocr,
+    }
     engine = open_engine(
         index,
         create=True,

@@ -15,6 +15,7 @@ DEFAULT_MODELS: dict[str, str] = {
     "clap": "laion/clap-htsat-unfused",
     "speech": "tiny.en",
     "voice": "resemblyzer",
+    "ocr": "rapidocr",
 }
 DEFAULT_CLIP_PRETRAINED = "laion2b_s34b_b79k"
 

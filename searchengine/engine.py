@@ -68,6 +68,10 @@ def _check_models(config: IndexConfig, spaces: list[str]) -> None:
     for space in spaces:
         if space in ("speech", "voice") and config.models.get(space) == "off":
             continue
+        if space == "ocr":  # not a model of the registry: RapidOCR ships its own
+            if config.models["ocr"] not in ("rapidocr", "off"):
+                raise UserError("--ocr wants 'rapidocr' or 'off'. Nothing was changed.")
+            continue
         try:
             registry.resolve(space)
             registry.encoder(space)

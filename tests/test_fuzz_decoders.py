@@ -229,8 +229,10 @@ def test_pdf_damaged_page_costs_only_its_own_text(tmp_path: Path) -> None:
     decoded = decode_file(str(path), IndexConfig())
     text = " ".join(s.text for s in decoded.segments)
     assert "lighthouse keeper" in text and "Sourdough" in text
-    assert decoded.meta["pages"] == 3 and decoded.meta["pages_unread"] == 1
-    assert "page 2" in decoded.meta["pdf_errors"][0]
+    assert decoded.meta["pages"] == 3
+    # pypdfium2 salvages what it can of the damaged page (pypdf gave up on it)
+    assert "pages_unread" not in decoded.meta
+    assert {s.loc["page"] for s in decoded.segments} <= {1, 2, 3}
 
 
 def test_pdf_oversized_page_content_is_not_parsed(tmp_path: Path) -> None:

@@ -16,10 +16,15 @@ def decode_file(path: str, config: IndexConfig) -> Decoded:
         head = fh.read(SNIFF_BYTES)
     file_type = sniff(path, head)
     if file_type == "text":
+        from searchengine.media.image import ocr_setting
         from searchengine.media.text import decode_text
 
         return decode_text(
-            path, int(config.max_text_mb * 1e6), config.chunk_chars, config.chunk_overlap
+            path,
+            int(config.max_text_mb * 1e6),
+            config.chunk_chars,
+            config.chunk_overlap,
+            ocr=ocr_setting(config),
         )
     try:
         module = importlib.import_module(f"searchengine.media.{file_type}")

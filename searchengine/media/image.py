@@ -73,8 +73,36 @@ def decode(path: str, config: Any) -> Decoded:
     max_pixels = getattr(config, "max_image_pixels", None) or MAX_PIXELS
     max_side = getattr(config, "max_image_side", None) or MAX_SIDE
     image, meta = open_image(path, max_pixels=int(max_pixels), max_side=int(max_side))
-    segment = Segment(space="clip", kind="image", payload=image)
-    return Decoded(file_type="image", segments=[segment], meta=meta)
+    segments = [Segment(space="clip", kind="image", payload=image)]
+    setting = ocr_setting(config)
+    if setting != "off":
+        meta["ocr"] = setting
+        segments += ocr_segments(path, meta, int(max_pixels))
+    return Decoded(file_type="image", segments=segments, meta=meta)
+
+
+def ocr_setting(config: Any) -> str:
+    """The index's OCR setting ('off' also when the OCR package is missing)."""
+    from searchengine.media import ocr
+
+    models = getattr(config, "models", None) or {}
+    setting = models.get("ocr", "off")
+    return setting if setting != "off" and ocr.available() else "off"
+
+
+def ocr_segments(path: str, meta: dict[str, Any], max_pixels: int) -> list[Segment]:
+    """The text read in a picture, one `text`-space segment per block of lines, with its
+    box in pixels of the upright image at full size."""
+    from searchengine.media import ocr
+
+    big, _ = open_image(path, max_pixels=max_pixels, max_side=ocr.MAX_READ_SIDE)
+    full_w = int(meta.get("width") or big.width)
+    back = full_w / big.width
+    out = []
+    for text, box in ocr.blocks(ocr.read_lines(big)):
+        loc = {"box": [round(v * back) for v in box]}
+        out.append(Segment(space="text", kind="ocr", text=text, payload=text, loc=loc))
+    return out
 
 
 def open_image(

@@ -290,12 +290,19 @@ def decode(path: str, config: Any) -> Decoded:
         except (DecodeError, av.error.FFmpegError) as exc:
             log.info("%s: no speech from the sound track: %s", path, exc)
 
+    meta = info.meta()
+    subs, sub_meta = _subtitles(path)
+    meta.update(sub_meta)
+    reader = _frame_reader(config, info)
+    if reader is not None:
+        meta["ocr"] = "rapidocr"
     return Decoded(
         file_type="video",
-        segments=[],
-        meta=info.meta(),
-        stream=_segment_stream(path, every_s, max_side, info.has_audio, window_s, hop_s),
-        speech_source=speech if info.has_audio else None,
+        segments=subs,
+        meta=meta,
+        stream=_segment_stream(path, every_s, max_side, info.has_audio, window_s, hop_s, reader),
+        # subtitles, when there are, stand in for speech-to-text of the same lines
+        speech_source=speech if info.has_audio and not subs else None,
     )
 
 
@@ -335,7 +342,13 @@ def frame_at(path: str, seconds: float) -> Image.Image:
 
 
 def _segment_stream(
-    path: str, every_s: float, max_side: int, has_audio: bool, window_s: float, hop_s: float
+    path: str,
+    every_s: float,
+    max_side: int,
+    has_audio: bool,
+    window_s: float,
+    hop_s: float,
+    reader: FrameText | None = None,
 ) -> Iterator[list[Segment]]:
     batch: list[Segment] = []
     held: tuple[float, Image.Image] | None = None  # start and image of the previous frame
@@ -348,6 +361,8 @@ def _segment_stream(
             start = 0.0
         else:
             batch.append(Segment("clip", "frame", held[0], start, payload=held[1]))
+            if reader is not None:
+                batch += reader.frame(held[0], start, held[1])
             if len(batch) >= BATCH:
                 yield batch
                 batch = []
@@ -355,7 +370,10 @@ def _segment_stream(
         last_shot = frame.shot_start
         last_end = frame.shot_end if frame.shot_end is not None else frame.time
     if held is not None:
-        batch.append(Segment("clip", "frame", held[0], max(last_end, held[0]), payload=held[1]))
+        end = max(last_end, held[0])
+        batch.append(Segment("clip", "frame", held[0], end, payload=held[1]))
+        if reader is not None:
+            batch += reader.frame(held[0], end, held[1]) + reader.close()
     if batch:
         yield batch
     if not has_audio:
@@ -975,3 +993,57 @@ def _covering(
 def _past_end(seconds: float, clock: _Clock) -> str:
     end = clock.end if clock.end > 0 else (clock.duration or 0.0)
     return f"{seconds:.3f} s is past the end of the video ({end:.3f} s)"
+
+
+class FrameText:
+    """Text read in the sampled frames (slides, burned-in captions), a line shown across
+    several frames stored once with the time range it was on screen."""
+
+    def __init__(self, width: int, height: int) -> None:
+        self.size = (width, height)
+        self.open: dict[str, list[Any]] = {}  # folded text -> [start, end, text, box]
+
+    def frame(self, start: float, end: float, image: Image.Image) -> list[Segment]:
+        from searchengine.media import ocr
+
+        back = self.size[0] / image.width if self.size[0] else 1.0
+        seen: dict[str, list[Any]] = {}
+        for text, box in ocr.blocks(ocr.read_lines(image)):
+            key = " ".join(text.lower().split())
+            if key in self.open:
+                self.open[key][1] = end
+                seen[key] = self.open.pop(key)
+            else:
+                seen[key] = [start, end, text, [round(v * back) for v in box]]
+        done = self.close()
+        self.open = seen
+        return done
+
+    def close(self) -> list[Segment]:
+        out = [
+            Segment("text", "ocr", s, e, text=t, payload=t, loc={"box": b})
+            for s, e, t, b in self.open.values()
+        ]
+        self.open = {}
+        return out
+
+
+def _frame_reader(config: Any, info: VideoInfo) -> FrameText | None:
+    from searchengine.media.image import ocr_setting
+
+    if ocr_setting(config) == "off":
+        return None
+    return FrameText(info.width, info.height)
+
+
+def _subtitles(path: str) -> tuple[list[Segment], dict[str, Any]]:
+    """Subtitle lines (sidecar file or text stream) as transcript segments, and notes."""
+    from searchengine.media.subtitles import subtitle_segments
+
+    try:
+        with _open(path) as container:
+            if not container.streams.subtitles:
+                return subtitle_segments(path, None)
+            return subtitle_segments(path, container)
+    except (DecodeError, av.error.FFmpegError, OSError) as exc:
+        return [], {"subtitle_errors": [str(exc)]}
