@@ -1,11 +1,13 @@
 """Who speaks: speakers as clusters of `voice` segments, and search by voice.
 
-Clustering is greedy and seeded: every speaker already known (named ones first) is a seed
-centroid; each voice segment joins the most similar centroid when the cosine reaches
+Voice pieces (0.5-3 s) are first joined into turns: consecutive pieces of one file that
+sound alike (`turns`), since a few seconds say far more about a voice than one piece.
+Turns are clustered greedily, seeded: every speaker already known (named ones first) is a
+seed centroid; each turn joins the most similar centroid when the cosine reaches
 `SAME_SPEAKER` (chosen by measurement: scripts/eval_voices.py, docs/benchmarks.md), else
-starts a new speaker; two passes then move each segment to its nearest centroid. A named
+starts a new speaker; two passes then move each turn to its nearest centroid. A named
 speaker keeps its centroid in the catalog, so its name outlives re-indexing, and a new
-recording of the same voice joins it. Cost: O(segments x speakers) per run.
+recording of the same voice joins it. Cost: O(turns x speakers) per run.
 """
 
 from __future__ import annotations
@@ -16,11 +18,17 @@ import numpy as np
 
 from searchengine.store.voices import VoiceRows, VoiceStore
 
-SAME_SPEAKER = 0.72
-"""Cosine (segment to speaker centroid) at or above which a segment is that speaker's."""
+SAME_SPEAKER = 0.80
+"""Cosine (a turn to a speaker centroid) at or above which the turn is that speaker's."""
 MATCH = 0.70
 """Cosine (query voice to a segment) at or above which `similar --voice` shows a moment."""
 REFINE_PASSES = 2
+SAME_TURN = 0.60
+"""Cosine (piece to the turn so far) for a piece to continue a turn: the pieces' EER
+threshold on real speakers (docs/benchmarks.md)."""
+TURN_GAP = 1.0
+"""Seconds of pause after which speech starts a new turn."""
+TURN_MAX_S = 30.0
 
 
 def cluster(
@@ -32,7 +40,6 @@ def cluster(
     keys: list[int | str] = [sid for sid, _ in seeds]
     sums = [np.asarray(c, dtype=np.float64) * 1.0 for _, c in seeds]
     counts = [0.0] * len(seeds)
-    seeded = len(seeds)
     labels = np.full(len(vectors), -1, dtype=np.int64)
     cents = np.array(sums, dtype=np.float32).reshape(
         len(sums), vectors.shape[1] if len(vectors) else 0
@@ -44,7 +51,7 @@ def cluster(
             if sims[j] >= threshold:
                 labels[i] = j
                 # a seed's stored centroid weighs as one member, so new members can move it
-                sums[j] = sums[j] + vec if counts[j] or j >= seeded else sums[j] + vec
+                sums[j] = sums[j] + vec
                 counts[j] += 1
                 cents[j] = sums[j] / (np.linalg.norm(sums[j]) or 1.0)
                 continue
@@ -66,6 +73,52 @@ def cluster(
     return [keys[j] for j in labels], {keys[j]: cents[j] for j in range(len(keys))}
 
 
+def turns(rows: VoiceRows, same: float = SAME_TURN, gap: float = TURN_GAP) -> list[list[int]]:
+    """Row indexes grouped into turns: consecutive pieces of one file, at most `gap` seconds
+    apart, each like the turn so far (cosine >= `same`) and the turn under TURN_MAX_S."""
+    order = sorted(range(len(rows)), key=lambda i: (rows.file_ids[i], rows.starts[i]))
+    out: list[list[int]] = []
+    total = np.zeros(rows.vectors.shape[1] if len(rows) else 0)
+    for i in order:
+        if out:
+            last = out[-1][-1]
+            mean = total / (np.linalg.norm(total) or 1.0)
+            if (
+                rows.file_ids[i] == rows.file_ids[last]
+                and rows.starts[i] - rows.ends[last] <= gap
+                and rows.ends[i] - rows.starts[out[-1][0]] <= TURN_MAX_S
+                and float(rows.vectors[i] @ mean) >= same
+            ):
+                out[-1].append(i)
+                total = total + rows.vectors[i] * (rows.ends[i] - rows.starts[i])
+                continue
+        out.append([i])
+        total = rows.vectors[i] * max(rows.ends[i] - rows.starts[i], 1e-3)
+    return out
+
+
+def cluster_rows(
+    rows: VoiceRows, seeds: list[tuple[int, np.ndarray]], threshold: float = SAME_SPEAKER
+) -> tuple[list[int | str], dict[int | str, np.ndarray]]:
+    """Speaker labels of voice rows: pieces are first joined into turns (a few seconds say
+    far more about a voice than one piece: docs/benchmarks.md), turns are clustered by their
+    duration-weighted mean, and each piece takes its turn's speaker."""
+    if not len(rows):
+        return [], {}
+    groups = turns(rows)
+    means = []
+    for g in groups:
+        w = np.maximum(rows.ends[g] - rows.starts[g], 1e-3)[:, None]
+        m = (rows.vectors[g] * w).sum(axis=0)
+        means.append(m / (np.linalg.norm(m) or 1.0))
+    turn_labels, cents = cluster(np.array(means, dtype=np.float32), seeds, threshold)
+    labels: list[int | str] = [""] * len(rows)
+    for g, key in zip(groups, turn_labels, strict=True):
+        for i in g:
+            labels[i] = key
+    return labels, cents
+
+
 def recluster(voices: VoiceStore, model: str, threshold: float = SAME_SPEAKER) -> int:
     """Cluster every voice segment of `model` into speakers and store it; returns how many
     speakers have segments. Named speakers seed first, so they keep their names."""
@@ -74,7 +127,7 @@ def recluster(voices: VoiceStore, model: str, threshold: float = SAME_SPEAKER) -
     known.sort(key=lambda s: (s.name is None, s.id))
     dim = rows.vectors.shape[1] if len(rows) else 0
     seeds = [(s.id, s.centroid) for s in known if dim and len(s.centroid) == dim]  # type: ignore[arg-type]
-    labels, cents = cluster(rows.vectors, seeds, threshold) if len(rows) else ([], {})
+    labels, cents = cluster_rows(rows, seeds, threshold)
     groups: dict[int | str, list[int]] = {}
     for seg, key in zip(rows.ids.tolist(), labels, strict=True):
         groups.setdefault(key, []).append(seg)

@@ -194,3 +194,28 @@ def test_names_survive_reindexing_and_new_files_join(index: Path, media: dict[st
     files = {Path(p).name for p in found["Alice"].files}
     assert {"alice_budget.wav", "alice_river.wav", "alice_talks.mkv"} <= files
     assert not any(n.startswith("bob") for n in files)
+
+
+def test_missing_voice_weights_leave_files_pending_until_they_return(
+    media: dict[str, Path], tmp_path: Path
+) -> None:
+    from tests.conftest import load_script
+
+    models = load_script("make_test_models").make_all(Path(__file__).resolve().parent / ".models")
+    weights = tmp_path / "ge2e.pt"
+    shutil.copy(voice._packaged_weights(), weights)  # type: ignore[arg-type]
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    shutil.copy(media["lib"] / "bob_trains.wav", lib / "bob.wav")
+    chosen = {"clap": str(models["clap"]), "speech": "off", "voice": str(weights)}
+    with Engine(tmp_path / "idx", create=True, models=chosen) as eng:
+        hidden = weights.rename(tmp_path / "elsewhere.pt")
+        summary = eng.index([lib])
+        rec = eng.catalog.all_files()[0]
+        assert summary.pending == 1 and rec.state == "pending", summary.problems
+        assert "voice model" in (rec.reason or "") and "--voice" in (rec.reason or "")
+    hidden.rename(weights)
+    with Engine(tmp_path / "idx") as eng:
+        eng.index([lib])
+        assert eng.catalog.all_files()[0].state == "indexed"
+        assert [s.label for s in eng.speakers()] and len(eng.speakers()) == 1

@@ -72,6 +72,9 @@ def _driver(space: str) -> SpaceDriver:
 
 SPACES = ("text", "clip", "clap")
 """Vector spaces, in the order queries visit them."""
+REPORTED = ("voice",)
+"""Spaces that text queries never visit but `models` and `status` report (voice: who
+speaks, searched with a recording; see searchengine/voices.py)."""
 
 
 _LOADED: dict[tuple[str, str, str], Encoder] = {}
@@ -260,7 +263,7 @@ class ModelRegistry:
         """Per space: configured model, whether its weights are found, and where (or why
         not), without loading anything."""
         rows: list[dict[str, object]] = []
-        for space in SPACES:
+        for space in (*SPACES, *REPORTED):
             try:
                 with lookup_only():  # a report never downloads
                     found = self.resolve(space)
