@@ -43,7 +43,8 @@ def pypdf_plain(data: bytes) -> list[str]:
 def pypdf_layout(data: bytes) -> list[str]:
     from pypdf import PdfReader
 
-    return [p.extract_text(extraction_mode="layout") or "" for p in PdfReader(io.BytesIO(data)).pages]
+    pages = PdfReader(io.BytesIO(data)).pages
+    return [p.extract_text(extraction_mode="layout") or "" for p in pages]
 
 
 def pdfium(data: bytes) -> list[str]:

