@@ -173,6 +173,11 @@ def test_speakers_name_filter_and_cli(index: Path, media: dict[str, Path]) -> No
             "alice_garden.wav",
             "alice_talks.mkv",
         }
+    res = run_cli("speakers", "--json", "--index", str(index), env=env)
+    assert res.returncode == 0, res.stderr
+    listed = {s["label"]: s for s in json.loads(res.stdout)}
+    assert set(listed) == {"Alice", f"speaker {next(s.id for s in found if s.id != alice.id)}"}
+    assert listed["Alice"]["sample"]["end"] > listed["Alice"]["sample"]["start"]
     res = run_cli("search", "budget", "--speaker", "Nobody", "--index", str(index), env=env)
     assert res.returncode != 0 and "no speaker 'Nobody'" in res.stderr
     assert "Traceback" not in res.stderr
