@@ -208,7 +208,7 @@ def choose_space(catalog: Catalog, space: str | None, types: list[str] | None) -
         return wanted.pop()
     with catalog.engine.connect() as conn:
         rows = dict(
-            conn.execute(text("SELECT space, count(*) FROM file_vectors GROUP BY space")).tuples()
+            conn.execute(text("SELECT space, count(*) FROM file_vectors GROUP BY space")).all()
         )
     candidates = [s for s in MAP_SPACES if not wanted or s in wanted]
     return max(candidates, key=lambda s: (rows.get(s, 0), -MAP_SPACES.index(s)))

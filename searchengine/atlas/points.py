@@ -50,9 +50,9 @@ def read_vectors(catalog: Catalog, vector_ids: Sequence[int]) -> np.ndarray:
             part = ids[i : i + 900]
             marks = ",".join(str(int(v)) for v in part)
             found.update(
-                conn.execute(text(f"SELECT id, vector FROM file_vectors WHERE id IN ({marks})"))
-                .tuples()
-                .all()
+                conn.execute(
+                    text(f"SELECT id, vector FROM file_vectors WHERE id IN ({marks})")
+                ).all()
             )
     return decode_vectors([found[v] for v in ids])
 

@@ -94,6 +94,16 @@ class SearchParams(FilterParams):
     sort: str = Field("relevance", description="relevance, date (oldest first) or -date.")
 
 
+class MapParams(BaseModel):
+    """`searchengine map`'s choices: the space and the filters (the layout is the stored one)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    space: str | None = Field(None, description="clip, clap or text (default: the fullest).")
+    type: str | None = Field(None, description="Only these types: image,audio,video,text.")
+    path: str | None = Field(None, description="Only paths matching this glob.")
+
+
 class DuplicateParams(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
@@ -367,6 +377,17 @@ def create_app(
     @app.get("/", include_in_schema=False)
     def page() -> FileResponse:
         return FileResponse(STATIC / "index.html", headers={"cache-control": "no-cache"})
+
+    @app.get("/api/map", tags=["index"])
+    def collection_map(p: Annotated[MapParams, Query()]) -> dict[str, Any]:
+        """The stored map of a space (`searchengine map` lays it out): one point per file,
+        clusters and their words; files indexed since are counted in `unplaced`."""
+        result = library.call(lambda e: e.map(p.space, types=types_list(p.type), path_glob=p.path))
+        return result.to_json()
+
+    @app.get("/map", include_in_schema=False)
+    def map_page() -> FileResponse:
+        return FileResponse(STATIC / "map.html", headers={"cache-control": "no-cache"})
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 

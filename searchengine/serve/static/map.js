@@ -153,6 +153,11 @@
     data = loaded;
     buildLegend();
     draw();
+    // where each shown point is on the screen (for a test or a script driving the page)
+    window.mapPoints = () =>
+      data.points
+        .filter((p) => !hidden.has(p.cluster))
+        .map((p) => ({ id: p.id, type: p.type, cluster: p.cluster, x: p.sx, y: p.sy }));
     document.body.dataset.ready = "1";
   }
 
