@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import re
+import shutil
 import sqlite3
 import statistics
 import subprocess
@@ -141,7 +142,11 @@ def main() -> None:
     ap.add_argument("--samples", type=Path, default=Path("samples"))
     ap.add_argument("--pages", type=int, default=6)
     ap.add_argument("--photos", type=int, default=10)
-    ap.add_argument("--engines", default="rapidocr,tesseract")
+    ap.add_argument(
+        "--engines",
+        default="rapidocr,tesseract" if shutil.which("tesseract") else "rapidocr",
+        help="rapidocr and/or tesseract (Debian tesseract-ocr; compared, not used to index)",
+    )
     args = ap.parse_args()
     items = material(args.samples, args.pages)
     truths = {name: truth for name, _, truth in items}

@@ -54,6 +54,28 @@ SHOT_WORDS = "Invoice overdue: pay the harbour fees"
 SCAN_WORDS = "Minutes of the lighthouse committee"
 SLIDE_WORDS = "Quarterly roadmap review"
 SUB_WORDS = "the ferry leaves at dawn tomorrow"
+TRACK_WORDS = "lanterns glow over the quay"
+
+
+def _mux_subtitles(video: Path, srt: Path, out: Path) -> None:
+    """A video with a text subtitle track: the video's packets and the .srt's (FFmpeg reads
+    an .srt as a subtitle stream) copied into one MKV."""
+    import av
+
+    with av.open(str(video)) as src, av.open(str(srt)) as subs, av.open(str(out), "w") as dst:
+        pairs = [
+            (src, src.streams.video[0], dst.add_stream_from_template(src.streams.video[0])),
+            (
+                subs,
+                subs.streams.subtitles[0],
+                dst.add_stream_from_template(subs.streams.subtitles[0]),
+            ),
+        ]
+        for container, stream, target in pairs:
+            for packet in container.demux(stream):
+                if packet.dts is not None:
+                    packet.stream = target
+                    dst.mux(packet)
 
 
 def _text_image(lines: list[str], size: tuple[int, int], font_px: int) -> Image.Image:
@@ -91,6 +113,11 @@ def inside(tmp_path_factory: pytest.TempPathFactory, test_models) -> dict[str, P
         "2\n00:00:03,000 --> 00:00:03,900\n<i>Goodbye</i>\n",
         encoding="utf-8",
     )
+    make_slideshow(base / "plain.mkv", [solid((80, 20, 20))], 4.0)
+    (base / "track.srt").write_text(
+        f"1\n00:00:01,000 --> 00:00:02,500\n{TRACK_WORDS}\n", encoding="utf-8"
+    )
+    _mux_subtitles(base / "plain.mkv", base / "track.srt", root / "quay.mkv")
     make_slideshow(root / "storm.mkv", [solid((60, 60, 60))], 2.0)
     (root / "storm.srt").write_bytes(b"\x00\x01 not subtitles at all \xff\xfe")
     (root / "broken.pdf").write_bytes(b"%PDF-1.7\n1 0 obj <</Type /Catalog>> endobj\n%%EOF")
@@ -171,6 +198,15 @@ def test_subtitle_line_is_a_transcript_line_with_its_time(inside) -> None:
         assert (seg.start, seg.end) == (1.0, 2.5) and "ferry leaves" in seg.text.lower()
         meta = eng.catalog.file_meta([hit.file_id])[hit.file_id]
         assert meta["subtitles"] == "ferry.srt" and "speech" not in meta  # Whisper not run
+
+
+def test_subtitle_track_inside_a_video_is_read(inside) -> None:
+    with Engine(inside["index"], readonly=True) as eng:
+        hit = _top(eng, "lanterns glow over the quay", "quay.mkv")
+        seg = next(s for s in hit.segments if s.kind == "speech")
+        assert (seg.start, seg.end) == (1.0, 2.5)
+        meta = eng.catalog.file_meta([hit.file_id])[hit.file_id]
+        assert meta["subtitles"] == "stream"
 
 
 def test_bad_input_gets_a_recorded_reason(inside) -> None:

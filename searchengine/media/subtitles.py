@@ -76,31 +76,40 @@ def read_sidecar(path: str) -> list[tuple[float, float, str]]:
 
 
 def read_streams(container: Any) -> list[tuple[float, float, str]]:
-    """Cues of the text subtitle streams in an open PyAV container (bitmap ones are not
-    text: skipped)."""
-    cues = []
-    for stream in container.streams.subtitles:
-        tb = stream.time_base
-        for packet in container.demux(stream):
-            if packet.pts is None or tb is None:
-                continue
-            start = float(packet.pts * tb)
-            end = start + float((packet.duration or 0) * tb)
-            for sub in packet.decode():
-                for rect in getattr(sub, "rects", sub):
-                    raw = getattr(rect, "ass", None) or getattr(rect, "text", None)
-                    if not raw:
-                        continue
-                    raw = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
-                    if raw.startswith("Dialogue:"):  # ASS: text after the 9th comma
-                        raw = raw.split(",", 9)[-1]
-                    elif raw.count(",") >= 8 and raw.split(",", 1)[0].isdigit():
-                        raw = raw.split(",", 8)[-1]  # libavcodec's ass rect without prefix
-                    words = _clean(raw)
-                    if words:
-                        cues.append((start, max(end, start), words))
-        container.seek(0)
+    """Cues of the text subtitle streams in an open PyAV container (bitmap ones carry no
+    text and give none)."""
+    cues: list[tuple[float, float, str]] = []
+    streams = list(container.streams.subtitles)
+    if not streams:
+        return cues
+    for packet in container.demux(*streams):
+        tb = packet.stream.time_base
+        if packet.pts is None or tb is None:
+            continue
+        start = float(packet.pts * tb)
+        end = start + float((packet.duration or 0) * tb)
+        for sub in packet.decode():  # PyAV >= 13 yields the rects themselves
+            for rect in sub.rects if hasattr(sub, "rects") else [sub]:
+                words = _rect_text(rect)
+                if words:
+                    cues.append((start, max(end, start), words))
     return cues
+
+
+def _rect_text(rect: Any) -> str:
+    dialogue = getattr(rect, "dialogue", None)  # PyAV >= 13: the event's text alone
+    if dialogue:
+        return _clean(dialogue.decode("utf-8", "replace"))
+    raw = getattr(rect, "ass", None)
+    raw = raw or getattr(rect, "text", None)
+    if not raw:
+        return ""
+    raw = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
+    if raw.startswith("Dialogue:"):  # a full ASS event: the text follows the 9th comma
+        raw = raw.split(",", 9)[-1]
+    elif raw.count(",") >= 8 and raw.split(",", 1)[0].isdigit():
+        raw = raw.split(",", 8)[-1]  # libavcodec's ASS event without its prefix
+    return _clean(raw)
 
 
 def subtitle_segments(video: str, container: Any) -> tuple[list[Segment], dict[str, Any]]:
