@@ -382,7 +382,10 @@ class Engine(VoiceMethods):
                 cutoff=cut,
             ),
         )
-        return self._finish(hits, sort, reading)
+        page = self._finish(hits, sort, reading)
+        if speaker_id is not None:
+            self.speaker_moments_first(page, speaker_id)
+        return page
 
     def read(self, query: str, *, now: datetime | None = None, literal: bool = False) -> Reading:
         """How `search` reads a query: the words it embeds and the filters it recognises

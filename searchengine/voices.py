@@ -260,6 +260,14 @@ class VoiceMethods:
         self.annotate_speakers(hits)
         return hits
 
+    def speaker_moments_first(self, hits: list[Hit], speaker_id: int) -> None:
+        """With a speaker filter, each hit's moments where that speaker talks come first
+        (the file may hold other voices; the hit is about this one)."""
+        row = next((s for s in self.voices.speakers() if s.id == speaker_id), None)
+        wanted = spk.label(speaker_id, row.name if row else None)
+        for hit in hits:
+            hit.segments.sort(key=lambda seg: seg.speaker != wanted)
+
     def annotate_speakers(self, hits: list[Hit]) -> None:
         """Say who speaks in each timed moment of the hits (when voices were clustered)."""
         timed = [h for h in hits if h.type in ("audio", "video") and h.file_id]

@@ -60,6 +60,10 @@ def media(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     pcm = read_pcm(said, 48000)
     frames = [solid((200, 40, 40)), solid((40, 40, 200))]
     make_slideshow(lib / "alice_talks.mkv", frames, len(pcm) / 48000 / 2, audio=pcm)
+    # Bob, a pause, then Alice: one file, two voices
+    gap = np.zeros(int(1.5 * SAMPLE_RATE), dtype=np.float32)
+    both = [read_pcm(lib / "bob_budget.wav"), gap, read_pcm(lib / "alice_budget.wav")]
+    _write_wav(lib / "dialogue.wav", np.concatenate(both))
     # bad input: digital silence, a chord (music, no speech), a word under half a second
     _write_wav(lib / "silence.wav", np.zeros(3 * SAMPLE_RATE, dtype=np.float32))
     chord = sum(tone(4.0, f, SAMPLE_RATE) for f in (262.0, 330.0, 392.0)) / 3
@@ -123,7 +127,7 @@ def test_voice_segments_cover_speech_only(index: Path) -> None:
     with Engine(index, readonly=True) as eng:
         rows = _voice_rows(eng)
         states = {Path(r.path).name: r.state for r in eng.catalog.all_files()}
-    for name in [*LINES, "alice_talks.mkv"]:
+    for name in [*LINES, "alice_talks.mkv", "dialogue.wav"]:
         assert rows[name], name
         assert all(0.5 <= end - start <= 3.01 for start, end in rows[name]), rows[name]
     assert rows["alice_talks.mkv"][0][0] >= 0.5  # speech at 1 s (VAD pads a few 100 ms)
@@ -138,8 +142,11 @@ def test_similar_voice_finds_the_same_person_across_audio_and_video(
     with Engine(index, readonly=True) as eng:
         hits = eng.similar_voice(media["query"], k=5)
     names = [Path(h.path).name for h in hits]
-    assert set(names[:3]) == {"alice_budget.wav", "alice_garden.wav", "alice_talks.mkv"}, names
+    alice = {"alice_budget.wav", "alice_garden.wav", "alice_talks.mkv", "dialogue.wav"}
+    assert set(names[:4]) == alice, names
     assert all(not n.startswith("bob") for n in names), names
+    dialogue = next(h for h in hits if h.path.endswith("dialogue.wav"))
+    assert all(seg.start > 3.0 for seg in dialogue.segments)  # Alice speaks after Bob
     video = next(h for h in hits if h.type == "video")
     assert video.segments and video.segments[0].start is not None
     assert video.segments[0].end > video.segments[0].start
@@ -150,7 +157,7 @@ def test_speakers_name_filter_and_cli(index: Path, media: dict[str, Path]) -> No
         found = eng.speakers()
         assert len(found) == 2
         groups = sorted(sorted(Path(p).name[:3] for p in s.files) for s in found)
-        assert groups == [["ali", "ali", "ali"], ["bob", "bob"]]
+        assert groups == [["ali", "ali", "ali", "dia"], ["bob", "bob", "dia"]]
         alice = next(s for s in found if "alice_budget.wav" in {Path(p).name for p in s.files})
         assert alice.sample is not None and alice.seconds > 8
         with pytest.raises(UserError):
@@ -163,15 +170,17 @@ def test_speakers_name_filter_and_cli(index: Path, media: dict[str, Path]) -> No
     )
     assert res.returncode == 0, res.stderr
     hits = json.loads(res.stdout)
-    assert hits and all(Path(h["path"]).name.startswith("alice") for h in hits), hits
-    timed = [s for h in hits for s in h["segments"] if "start" in s]
-    assert timed and all(s.get("speaker") == "Alice" for s in timed), timed
+    assert hits and all(Path(h["path"]).name.startswith(("alice", "dia")) for h in hits), hits
+    assert "dialogue.wav" in {Path(h["path"]).name for h in hits}, hits
+    firsts = [h["segments"][0] for h in hits]  # the moment shown first is Alice's
+    assert all(s.get("speaker") == "Alice" for s in firsts), firsts
     with Engine(index, readonly=True) as eng:
         by_name = eng.search("Alice")  # a name alone: where that speaker talks
         assert {Path(h.path).name for h in by_name} == {
             "alice_budget.wav",
             "alice_garden.wav",
             "alice_talks.mkv",
+            "dialogue.wav",
         }
     res = run_cli("speakers", "--json", "--index", str(index), env=env)
     assert res.returncode == 0, res.stderr
