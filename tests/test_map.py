@@ -17,6 +17,7 @@ from PIL import Image
 from searchengine import Engine
 from searchengine.atlas import labels
 from searchengine.errors import UserError
+from searchengine.indexer import Indexer
 from tests.conftest import TOPICS, run_cli, write_corpus
 from tests.serve_fixtures import SOUND, tiny_models
 
@@ -41,8 +42,10 @@ def library(sample_dir, test_models, tmp_path_factory) -> dict:
                 lib / "sounds" / "alarm.oga")  # fmt: skip
     chosen = tiny_models(test_models)
     chosen["models"].update(ocr="off", voice="off")  # not what this file tests; slow
-    with Engine(base / "index", create=True, **chosen) as eng:
-        assert eng.index([lib]).added == 23
+    with pytest.MonkeyPatch.context() as mp:  # a map never encodes a query: no ONNX export
+        mp.setattr(Indexer, "_export_query_encoders", lambda self: None)
+        with Engine(base / "index", create=True, **chosen) as eng:
+            assert eng.index([lib]).added == 23
     return {"lib": lib, "index": base / "index", "later": found[20:]}
 
 
