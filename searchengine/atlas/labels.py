@@ -41,7 +41,7 @@ def clusters(xy: np.ndarray) -> np.ndarray:
 
     smallest = max(5, n // 40)
     found = HDBSCAN(
-        min_cluster_size=smallest, min_samples=min(10, smallest), algorithm="kd_tree"
+        min_cluster_size=smallest, min_samples=min(10, smallest), algorithm="kd_tree", copy=True
     ).fit_predict(xy)
     if (found == OTHER).all():  # no structure at all: one cluster
         return np.zeros(n, np.int64)
