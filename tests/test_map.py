@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from sqlalchemy import text
 
 from searchengine import Engine
 from searchengine.atlas import labels
@@ -139,6 +140,10 @@ def test_next_run_places_only_new_files(library, tmp_path):
         assert len(after) == 22 and str(gone) not in {p.path for p in second.points}
         refit = eng.map("clip", refit=True)
         assert (refit.fitted, len(refit.points)) == (22, 22)
+        assert len(list((index / "maps").glob("clip-*.pkl"))) == 1  # the old reducer is gone
+        with eng.catalog.transaction() as conn:  # as if the layout came from another model
+            conn.execute(text("UPDATE map_fits SET model = 'an older model'"))
+        assert eng.map("clip").fitted == 22
     with Engine(index, readonly=True) as reader:  # the server's view: the stored layout
         shown = reader.map("clip")
         assert {p.id for p in shown.points} == {p.id for p in refit.points}
