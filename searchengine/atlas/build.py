@@ -187,7 +187,8 @@ def _empty(catalog: Catalog, space: str) -> str:
     waiting = sum(1 for spaces in catalog.pending_waiting().values() if space in spaces)
     if waiting:
         return (
-            f"the {space} space has no vectors yet: {waiting} files wait for its model "
+            f"the {space} space has no vectors yet: "
+            f"{'1 file waits' if waiting == 1 else f'{waiting} files wait'} for its model "
             "('searchengine status' says how to provide it)"
         )
     return f"the {space} space is empty: no indexed file has {space} vectors to map"
