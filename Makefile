@@ -21,12 +21,14 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 # espeak-ng speaks the test recordings for the speech tests; chromium runs the web page's
-# browser tests (Playwright drives it; no browser download). Debian packages, need root.
+# browser tests (Playwright drives it; no browser download); tesseract-ocr is the engine
+# scripts/eval_ocr.py compares RapidOCR with. Debian packages, need root.
 sysdeps:
-	@command -v espeak-ng >/dev/null && command -v chromium >/dev/null || \
+	@command -v espeak-ng >/dev/null && command -v chromium >/dev/null && \
+	  command -v tesseract >/dev/null || \
 	    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
-	      apt-get install -y -qq espeak-ng chromium >/dev/null; } || \
-	    { echo "install espeak-ng and chromium (apt-get install espeak-ng chromium) for the tests"; \
+	      apt-get install -y -qq espeak-ng chromium tesseract-ocr >/dev/null; } || \
+	    { echo "install espeak-ng, chromium and tesseract-ocr (apt-get install ...) for the tests"; \
 	      exit 1; }
 
 models: install

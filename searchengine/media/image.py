@@ -75,9 +75,10 @@ def decode(path: str, config: Any) -> Decoded:
     image, meta = open_image(path, max_pixels=int(max_pixels), max_side=int(max_side))
     segments = [Segment(space="clip", kind="image", payload=image)]
     setting = ocr_setting(config)
-    if setting != "off":
+    read = ocr_segments(path, meta, int(max_pixels)) if setting != "off" else []
+    if setting == "off" or read:  # what a later change of the setting must make again
         meta["ocr"] = setting
-        segments += ocr_segments(path, meta, int(max_pixels))
+    segments += read
     return Decoded(file_type="image", segments=segments, meta=meta)
 
 

@@ -210,16 +210,15 @@ def _read_pages(
             if number >= len(doc):
                 raise ValueError("page missing")
             text = doc[number].get_textpage().get_text_range().replace("\r\n", "\n")
-            if not text.strip() and ocr != "off":
-                text = _ocr_page(doc[number])
+            if not text.strip():
                 scanned += 1
+                text = _ocr_page(doc[number]) if ocr != "off" else text
             texts.append((number + 1, text))
         except Exception as exc:
             errors.append(f"page {number + 1}: {_first_line(exc)}")
-    if ocr != "off":
+    if scanned:  # pages without a text layer: a change of the OCR setting redoes them
         meta["ocr"] = ocr
-        if scanned:
-            meta["pages_ocr"] = scanned
+        meta["pages_without_text"] = scanned
     unread = count - len(texts)
     if unread:
         meta["pages_unread"] = unread

@@ -293,9 +293,9 @@ def decode(path: str, config: Any) -> Decoded:
     meta = info.meta()
     subs, sub_meta = _subtitles(path)
     meta.update(sub_meta)
-    reader = _frame_reader(config, info)
-    if reader is not None:
-        meta["ocr"] = "rapidocr"
+    reader = _frame_reader(config, info, meta)
+    if reader is None:
+        meta["ocr"] = "off"
     return Decoded(
         file_type="video",
         segments=subs,
@@ -999,8 +999,9 @@ class FrameText:
     """Text read in the sampled frames (slides, burned-in captions), a line shown across
     several frames stored once with the time range it was on screen."""
 
-    def __init__(self, width: int, height: int) -> None:
+    def __init__(self, width: int, height: int, meta: dict[str, Any]) -> None:
         self.size = (width, height)
+        self.meta = meta  # the file's record: notes that text was read
         self.open: dict[str, list[Any]] = {}  # folded text -> [start, end, text, box]
 
     def frame(self, start: float, end: float, image: Image.Image) -> list[Segment]:
@@ -1009,6 +1010,7 @@ class FrameText:
         back = self.size[0] / image.width if self.size[0] else 1.0
         seen: dict[str, list[Any]] = {}
         for text, box in ocr.blocks(ocr.read_lines(image)):
+            self.meta["ocr"] = ocr.ENGINE
             key = " ".join(text.lower().split())
             if key in self.open:
                 self.open[key][1] = end
@@ -1028,12 +1030,12 @@ class FrameText:
         return out
 
 
-def _frame_reader(config: Any, info: VideoInfo) -> FrameText | None:
+def _frame_reader(config: Any, info: VideoInfo, meta: dict[str, Any]) -> FrameText | None:
     from searchengine.media.image import ocr_setting
 
     if ocr_setting(config) == "off":
         return None
-    return FrameText(info.width, info.height)
+    return FrameText(info.width, info.height, meta)
 
 
 def _subtitles(path: str) -> tuple[list[Segment], dict[str, Any]]:
