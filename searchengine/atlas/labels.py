@@ -21,6 +21,8 @@ OTHER = -1
 """Cluster id of points in no cluster."""
 MIN_CLUSTERED = 8
 """Fewer points than this make one cluster (density means nothing on a handful)."""
+CLUSTER_SAMPLE = 20_000
+"""Points HDBSCAN runs on at most; the others join their nearest sampled point's cluster."""
 WORD = re.compile(r"[^\W\d_]{3,}", re.UNICODE)
 STOP = frozenset(
     """the and for with that this from are was were have has had not but you your they their
@@ -39,6 +41,14 @@ def clusters(xy: np.ndarray) -> np.ndarray:
         return np.zeros(n, np.int64)
     from sklearn.cluster import HDBSCAN
 
+    if n > CLUSTER_SAMPLE:  # HDBSCAN's tree is quadratic-ish: cluster a sample, then
+        rng = np.random.default_rng(0)  # give every point its nearest sampled point's cluster
+        picked = rng.choice(n, size=CLUSTER_SAMPLE, replace=False)
+        inner = clusters(xy[picked])
+        from sklearn.neighbors import KNeighborsClassifier
+
+        nearest = KNeighborsClassifier(n_neighbors=1).fit(xy[picked], inner)
+        return nearest.predict(xy).astype(np.int64)
     smallest = max(5, n // 40)
     found = HDBSCAN(
         min_cluster_size=smallest, min_samples=min(10, smallest), algorithm="kd_tree", copy=True
