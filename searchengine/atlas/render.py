@@ -5,9 +5,11 @@ thumbnails all inside the one file; the same script as the web app's map page), 
 from __future__ import annotations
 
 import base64
+import contextlib
 import html
 import io
 import json
+import os
 from pathlib import Path
 
 from searchengine.atlas.build import MapResult
@@ -47,15 +49,22 @@ def check_output(out: Path) -> None:
         raise UserError(f"-o wants a .html or .png file, not '{out.name}'")
     if not out.parent.is_dir():
         raise UserError(f"no such folder: {out.parent}")
+    if not os.access(out.parent, os.W_OK) or (out.exists() and not os.access(out, os.W_OK)):
+        raise UserError(f"cannot write {out}: permission denied")
 
 
 def write(result: MapResult, out: Path, *, thumbs: int = THUMBS) -> Path:
     """Write `out` as HTML or PNG, by its extension."""
     check_output(out)
-    if out.suffix.lower() == ".png":
-        write_png(result, out)
-    else:
-        write_html(result, out, thumbs=thumbs)
+    try:
+        if out.suffix.lower() == ".png":
+            write_png(result, out)
+        else:
+            write_html(result, out, thumbs=thumbs)
+    except OSError as exc:  # a full disk, a read-only or special file system
+        with contextlib.suppress(OSError):
+            out.with_name(out.name + ".tmp").unlink(missing_ok=True)
+        raise UserError(f"cannot write {out}: {exc.strerror or exc}") from None
     return out
 
 
@@ -78,7 +87,9 @@ def page_data(result: MapResult, *, thumbs: int = THUMBS) -> dict[str, object]:
 
 def write_html(result: MapResult, out: Path, *, thumbs: int = THUMBS) -> None:
     data = json.dumps(page_data(result, thumbs=thumbs), ensure_ascii=False)
-    data = data.replace("</", "<\\/")  # never ends the script element early
+    # no "<" at all (JSON strings only): "</script" or "<!--<script" in a file name would
+    # end the element early or swallow the page's script
+    data = data.replace("<", "\\u003c")
     style = (STATIC / "map.css").read_text()
     script = (STATIC / "map.js").read_text()
     title = html.escape(f"searchengine map: {result.space}")
