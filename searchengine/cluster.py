@@ -21,14 +21,17 @@ pending with its reason, as a local run does."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
+import sys
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from searchengine.crawler import Entry, display_path
-from searchengine.encoders.registry import SPACES, ModelRegistry
+from searchengine.encoders.identity import HashMemo, identity
+from searchengine.encoders.registry import SPACES, ModelRegistry, _driver
 from searchengine.errors import UserError
 from searchengine.indexer import (
     SAVE_EVERY_S,
@@ -55,7 +58,9 @@ BATCH_BYTES = 64 << 20
 IN_FLIGHT_PER_WORKER = 2
 """Batches queued per worker: one running, one waiting, so no worker idles on the driver."""
 TRIES = 3
-"""Times a batch is sent before it is split; a single file after that is failed."""
+"""Times a batch is sent before it is split; a single file after that is failed. This, not
+a cap on actor restarts, bounds the retries: a capped actor dies for good after a few
+crashing files, and every file sent to it after that would be failed for nothing."""
 WORKER_DIED = "a cluster worker died while decoding or embedding this file ({n} tries)"
 NO_RAY = "--cluster needs Ray: pip install 'searchengine[cluster]'"
 CONNECT_TIMEOUT_S = 5.0
@@ -117,9 +122,25 @@ class RemoteEmbedder(Indexer):
         self.journal = None
         self.attempts = {}
         self.retry_next = 0
+        self._memo = HashMemo(None)  # file hashes, in memory: each model file hashed once
 
-    def run_batch(self, items: list[Item]) -> tuple[list[_Work], list[str]]:
-        """Decode and embed `items`; the records (pixels and streams dropped) and the notes."""
+    def identities(self) -> dict[str, str]:
+        """The content identity of each model this worker loaded (issue 10: a model is its
+        weights), so the driver records what really made the vectors."""
+        out: dict[str, str] = {}
+        for space in SPACES:
+            if self.models.loaded(space):
+                try:
+                    resolved = self.models.resolve(space)
+                    descriptor, files = _driver(space).describe(self.config, resolved)
+                    out[space] = identity(space, descriptor, files, self._memo)
+                except (OSError, ValueError):
+                    continue
+        return out
+
+    def run_batch(self, items: list[Item]) -> tuple[list[_Work], list[str], dict[str, str]]:
+        """Decode and embed `items`; the records (pixels and streams dropped), the notes and
+        the identities of the models used."""
         summary = IndexSummary()
         works = list(self._decoded(items))
         self._embed_batch(works, summary)
@@ -129,7 +150,7 @@ class RemoteEmbedder(Indexer):
                 work.decoded.speech_source = None
                 for seg in work.decoded.segments:
                     seg.payload = None
-        return works, summary.notes
+        return works, summary.notes, self.identities()
 
 
 class _Actor:
@@ -138,7 +159,7 @@ class _Actor:
     def __init__(self, config: IndexConfig) -> None:
         self.embedder = RemoteEmbedder(config)
 
-    def run_batch(self, items: list[Item]) -> tuple[list[_Work], list[str]]:
+    def run_batch(self, items: list[Item]) -> tuple[list[_Work], list[str], dict[str, str]]:
         return self.embedder.run_batch(items)
 
     def pid(self) -> int:
@@ -183,8 +204,15 @@ class ClusterIndexer(Indexer):
         self.address = address
         self.workers = workers
         self.stats = ClusterStats()
+        self.made_by: dict[str, str] = {}  # space -> identity of the workers' weights
 
     def run(self, *args: Any, **kwargs: Any) -> IndexSummary:
+        # Ray prints worker deaths and other cluster messages on stdout: they go to stderr,
+        # so that stdout keeps only what the command prints (`index --json`)
+        with contextlib.redirect_stdout(sys.stderr):
+            return self._run(*args, **kwargs)
+
+    def _run(self, *args: Any, **kwargs: Any) -> IndexSummary:
         started = connect(self.address)
         try:
             return super().run(*args, **kwargs)
@@ -227,8 +255,9 @@ class ClusterIndexer(Indexer):
                 ref = ready[0]
                 batch, actor = running.pop(ref)
                 load[id(actor)] -= 1
+                made: dict[str, str] = {}
                 try:
-                    works, notes = ray.get(ref)
+                    works, notes, made = ray.get(ref)
                 except RayActorError:
                     self.stats.retried += 1
                     queue += reversed(self._again(batch, actor))
@@ -242,6 +271,7 @@ class ClusterIndexer(Indexer):
                     continue
                 for line in notes:
                     summary.note(line)
+                self._made_by(made, summary)
                 t0 = time.monotonic()
                 self._commit(works, summary)
                 self.stats.commit_s += time.monotonic() - t0
@@ -256,6 +286,22 @@ class ClusterIndexer(Indexer):
                 ray.kill(actor, no_restart=True)
             self.stats.process_s += time.monotonic() - began
         report("embed", done, total, "")
+
+    def _made_by(self, made: dict[str, str], summary: IndexSummary) -> None:
+        """Remember which weights the workers used; workers that disagree are a note."""
+        for space, ident in made.items():
+            first = self.made_by.setdefault(space, ident)
+            if first != ident:
+                summary.note(
+                    f"cluster workers hold different {space} weights for the same model "
+                    f"setting ({first[:12]}, {ident[:12]}): give every worker the same files"
+                )
+
+    def _record_identities(self) -> None:
+        """The driver's own models (re-embedding runs here) and the workers' models."""
+        super()._record_identities()
+        for space, ident in self.made_by.items():
+            self.catalog.record_model_identity(space, self.config.model_key(space), ident)
 
     def _again(self, batch: _Batch, actor: Any) -> list[_Batch]:
         """A batch whose worker died: sent again elsewhere, then split into single files."""
@@ -279,7 +325,8 @@ class ClusterIndexer(Indexer):
         resources = ray.cluster_resources()
         wanted = self.workers or max(1, int(resources.get("CPU", 1)))
         wanted = max(1, min(wanted, files))
-        options: dict[str, Any] = {"num_cpus": 1, "max_restarts": TRIES, "max_task_retries": 0}
+        # restarts unbounded: TRIES per batch and file bounds the retries (see TRIES)
+        options: dict[str, Any] = {"num_cpus": 1, "max_restarts": -1, "max_task_retries": 0}
         remote = ray.remote(**options)(_Actor)
         return [remote.remote(self.config) for _ in range(wanted)]
 

@@ -5,8 +5,10 @@ retried elsewhere; a driver killed mid-run leaves an index that answers and comp
 
 from __future__ import annotations
 
+import json
 import shutil
 import signal
+import sqlite3
 import wave
 from pathlib import Path
 
@@ -99,6 +101,12 @@ def snapshot(index: Path, root: Path):
     return file_rows, keys, vectors, answers
 
 
+def identities(index: Path) -> dict[str, str]:
+    """The model identities the catalog recorded (issue 10: a model is its content)."""
+    with sqlite3.connect(index / "catalog.db") as conn:
+        return dict(conn.execute("SELECT key, value FROM meta WHERE key LIKE 'identity:%'"))
+
+
 def same(a, b) -> None:
     assert a[0] == b[0]  # files, states, reasons
     assert a[1] == b[1]  # segments
@@ -132,6 +140,32 @@ def test_cluster_run_equals_a_local_run_though_a_worker_is_killed(
     same(ours, reference[0])
     assert {r[0] for r in ours[0] if r[1] == "failed"} == {"broken.jpg"}
     assert {s[0] for s in ours[1] if s[1] == "clap"} == {"hum.wav"}
+    # the workers' weights are recorded as a local run records the driver's
+    assert identities(tmp_path / "index") == identities(reference[1]) != {}
+
+
+def test_a_worker_that_keeps_dying_is_restarted_and_stdout_stays_json(
+    cluster, media, reference, tmp_path
+):
+    """One worker, killed at every second file it starts decoding: more deaths than a
+    capped actor survives, yet every file is indexed (each retried on a fresh worker), and
+    Ray's worker-death messages stay off stdout, which holds only the --json summary."""
+    root = tmp_path / "two"
+    root.mkdir()
+    for i in (1, 2):
+        (root / f"doc{i}.txt").write_text(f"document {i} on planets and moons", encoding="utf-8")
+    flags, checkpoint = media[1]
+    index = tmp_path / "index"
+    with Engine(index, create=True, models=flags, clip_pretrained=checkpoint):
+        shutil.copytree(reference[1] / QUERY_MODELS, index / QUERY_MODELS)
+    res = run_cli(
+        "index", str(root), "--index", str(index), "--json",
+        "--cluster", cluster.address, "--cluster-workers", "1",
+        env={"SEARCHENGINE_WORKER_CRASH_AT": "decode-started:2"},
+    )
+    assert res.returncode == 0, res.stderr[-2000:]
+    summary = json.loads(res.stdout)
+    assert (summary["added"], summary["failed"]) == (2, 0), summary["problems"]
 
 
 def test_a_killed_driver_leaves_an_index_that_answers_and_completes(
