@@ -69,8 +69,8 @@ def index(
     ocr: Annotated[
         str | None,
         typer.Option(
-            help="Read text in images, scanned PDF pages and video frames: "
-            "'rapidocr' (default) or 'off'."
+            help="Read text in images, scanned PDF pages and video frames: 'tesseract' "
+            "(default where installed: most accurate), 'rapidocr' (the fallback) or 'off'."
         ),
     ] = None,
     prune: Annotated[
@@ -598,6 +598,9 @@ def status(index: IndexOpt = None, json_out: JsonOpt = False) -> None:
         )
     out().print(table)
     for space, sp in info["spaces"].items():
+        if space == "ocr":  # an engine, not vectors: say which and why (media/ocr.py)
+            out().print(f"ocr   {sp['weights']}", markup=False)
+            continue
         mark = "ok" if sp["available"] else "missing"
         out().print(f"{space:<5} {sp['model']}  vectors={sp['vectors']}  weights {mark}")
         if not sp["available"]:

@@ -15,16 +15,25 @@ DEFAULT_MODELS: dict[str, str] = {
     "clap": "laion/clap-htsat-unfused",
     "speech": "tiny.en",
     "voice": "resemblyzer",
-    "ocr": "rapidocr",
+    "ocr": "tesseract",  # where installed, else rapidocr: see default_models()
 }
 DEFAULT_CLIP_PRETRAINED = "laion2b_s34b_b79k"
+
+
+def default_models() -> dict[str, str]:
+    """The models a new index records. OCR: the most accurate engine installed here
+    (measured: docs/benchmarks.md), so Tesseract, else RapidOCR (its models ship in its
+    wheel); recorded in config.json, so the index keeps its engine on another machine."""
+    from searchengine.media.ocr import default_engine
+
+    return {**DEFAULT_MODELS, "ocr": default_engine()}
 
 
 @dataclass
 class IndexConfig:
     """Settings that define what an index contains; changing a model re-embeds its space only."""
 
-    models: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_MODELS))
+    models: dict[str, str] = field(default_factory=lambda: default_models())
     clip_pretrained: str = DEFAULT_CLIP_PRETRAINED
     chunk_chars: int = 1000
     chunk_overlap: int = 200

@@ -68,9 +68,8 @@ def _check_models(config: IndexConfig, spaces: list[str]) -> None:
     for space in spaces:
         if space in ("speech", "voice") and config.models.get(space) == "off":
             continue
-        if space == "ocr":  # not a model of the registry: RapidOCR ships its own
-            if config.models["ocr"] not in ("rapidocr", "off"):
-                raise UserError("--ocr wants 'rapidocr' or 'off'. Nothing was changed.")
+        if space == "ocr":  # not a model of the registry: the engines bring their own
+            _check_ocr(config.models["ocr"])
             continue
         try:
             registry.resolve(space)
@@ -83,6 +82,25 @@ def _check_models(config: IndexConfig, spaces: list[str]) -> None:
                 f"{space} model '{config.models.get(space)}' cannot be used: {first}. "
                 "Nothing was changed."
             ) from None
+
+
+def _check_ocr(engine: str) -> None:
+    """An OCR engine is accepted only where it can run (else the index would read nothing)."""
+    from searchengine.media import ocr
+
+    if engine != "off" and engine not in ocr.ENGINES:
+        raise UserError(
+            f"--ocr wants {', '.join(map(repr, ocr.ENGINES))} or 'off', not {engine!r}. "
+            "Nothing was changed."
+        )
+    if engine != "off" and not ocr.available(engine):
+        hint = {
+            "tesseract": "install Debian's tesseract-ocr (its eng data) and tesserocr",
+            "rapidocr": "pip install rapidocr-onnxruntime",
+        }[engine]
+        raise UserError(
+            f"OCR engine {engine!r} is not installed here ({hint}). Nothing was changed."
+        )
 
 
 def _signature(path: Path) -> tuple[int, int, int] | None:

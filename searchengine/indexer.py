@@ -262,8 +262,13 @@ class Indexer:
                 ("audio", "video"), key, self.config.models.get(key, "off")
             ):
                 partial.setdefault(fid, Redo()).speech = True
-        ocr = self.config.models.get("ocr", "off")  # files read with another OCR setting
-        full |= self.catalog.files_with_other_meta(("image", "video", "text"), "ocr", ocr)
+        # files read with another OCR engine. Where the index's engine is not installed
+        # (an index moved to another machine) nothing is re-read: text read before stays
+        from searchengine.media.image import ocr_setting
+
+        ocr = self.config.models.get("ocr", "off")
+        if ocr_setting(self.config) == ocr:
+            full |= self.catalog.files_with_other_meta(("image", "video", "text"), "ocr", ocr)
         for fid in self.catalog.stale_files("voice", self.config.model_key("voice")):
             partial.setdefault(fid, Redo()).speech = True
         return full, {fid: r for fid, r in partial.items() if fid not in full}

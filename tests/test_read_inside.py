@@ -236,3 +236,95 @@ def test_ocr_skips_pictures_without_text_and_huge_images_are_refused(tmp_path: P
     shot = tmp_path / "shot.png"
     _text_image([SHOT_WORDS], (640, 120), 28).save(shot)
     assert [s.kind for s in decode_file(str(shot), config).segments] == ["image"]
+
+
+# ---- the OCR engine: chosen by measurement, recorded per index -----------------------------
+
+
+def test_engine_default_is_tesseract_where_installed_else_rapidocr(monkeypatch) -> None:
+    from searchengine.config import IndexConfig
+    from searchengine.media import ocr
+
+    assert ocr.tessdata() is not None  # Makefile sysdeps installs tesseract-ocr
+    assert ocr.default_engine() == "tesseract" == IndexConfig().models["ocr"]
+    assert ocr.why_engine("tesseract") == "tesseract"
+    monkeypatch.setattr(ocr, "tessdata", lambda: None)  # a machine without Tesseract's data
+    assert not ocr.available("tesseract")
+    assert ocr.default_engine() == "rapidocr" == IndexConfig().models["ocr"]
+    assert "fallback" in ocr.why_engine("rapidocr")
+    assert "NOT AVAILABLE" in ocr.why_engine("tesseract")
+    # an index made with Tesseract keeps it (config.json): here it reads nothing, says so
+    cfg = IndexConfig.load_dict({"models": {"ocr": "tesseract"}})
+    assert cfg.models["ocr"] == "tesseract"
+    from searchengine.media.image import ocr_setting
+
+    assert ocr_setting(cfg) == "off"
+
+
+@pytest.mark.parametrize("engine", ["tesseract", "rapidocr"])
+def test_each_engine_reads_a_screenshot_with_its_box(engine: str, tmp_path: Path) -> None:
+    from searchengine.config import IndexConfig
+    from searchengine.media import decode_file
+
+    shot = tmp_path / "shot.png"
+    _text_image(["Harbour office", SHOT_WORDS], (640, 200), 28).save(shot)
+    config = IndexConfig()
+    config.models["ocr"] = engine
+    decoded = decode_file(str(shot), config)
+    read = [s for s in decoded.segments if s.kind == "ocr"]
+    assert read and "harbour fees" in " ".join(s.text.lower() for s in read)
+    x, y, w, h = read[0].loc["box"]
+    assert 0 <= x < 100 and 0 <= y < 100 and 300 < w <= 640 and 0 < h < 200
+    assert decoded.meta["ocr"] == engine
+
+
+def test_switching_engine_rereads_only_files_with_text_videos_too(
+    inside, tmp_path, monkeypatch
+) -> None:
+    """The engine is recorded per file where text was read (videos too, while frames
+    stream): another engine re-reads those files; textless ones stay as they were; 'off'
+    removes the text read in a video's frames. On a machine without the index's engine
+    nothing is re-read."""
+    from searchengine.errors import UserError
+    from searchengine.media import ocr
+
+    index = tmp_path / "index"
+    shutil.copytree(inside["index"], index)
+
+    def state() -> dict[str, tuple[list[int], dict, list[str]]]:
+        with Engine(index, readonly=True) as eng:
+            files = {Path(f.path).name: f.id for f in eng.catalog.all_files()}
+            metas = eng.catalog.file_meta(files.values())
+            out = {}
+            for name, fid in files.items():
+                segs = eng.catalog.file_segments(fid)
+                ocr_text = [s.text or "" for s in segs if s.kind == "ocr"]
+                out[name] = ([s.id for s in segs], metas.get(fid) or {}, ocr_text)
+            return out
+
+    before = state()
+    assert before["talk.mp4"][1]["ocr"] == "tesseract"  # recorded after the frames streamed
+    assert "ocr" not in before["meadow.png"][1]
+    with monkeypatch.context() as m:
+        m.setattr(ocr, "tessdata", lambda: None)  # moved to a machine without Tesseract
+        with Engine(index) as eng:
+            eng.index([inside["root"]])
+        assert state() == before  # the text read stays, nothing re-read
+        with pytest.raises(UserError, match="not installed"):
+            Engine(tmp_path / "new", create=True, models={"ocr": "tesseract"})
+    with Engine(index, models={"ocr": "rapidocr"}) as eng:
+        eng.index([inside["root"]])
+    after = state()
+    for name in ("screenshot.png", "talk.mp4", "scan.pdf"):
+        assert after[name][0] != before[name][0], name  # read again
+    assert after["screenshot.png"][1]["ocr"] == after["talk.mp4"][1]["ocr"] == "rapidocr"
+    assert any("roadmap" in t.lower() for t in after["talk.mp4"][2])
+    for name in ("meadow.png", "ferry.mkv", "quay.mkv"):  # no text in their pixels
+        assert after[name][0] == before[name][0], name
+    with Engine(index, models={"ocr": "off"}) as eng:
+        eng.index([inside["root"]])
+    off = state()
+    assert off["talk.mp4"][1]["ocr"] == "off" and off["talk.mp4"][2] == []
+    assert off["screenshot.png"][2] == []
+    with pytest.raises(UserError, match="--ocr wants"):
+        Engine(index, models={"ocr": "abbyy"})

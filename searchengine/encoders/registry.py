@@ -278,7 +278,21 @@ class ModelRegistry:
                     "weights": weights,
                 }
             )
+        rows.append(self._ocr_row())
         return rows
+
+    def _ocr_row(self) -> dict[str, object]:
+        """The OCR engine (no weights of the registry: the engines bring their own), and
+        whether it is the Tesseract default or the RapidOCR fallback."""
+        from searchengine.media import ocr
+
+        setting = self.config.models.get("ocr", "off")
+        return {
+            "space": "ocr",
+            "model": setting,
+            "available": setting == "off" or ocr.available(setting),
+            "weights": ocr.why_engine(setting),
+        }
 
     def available(self, space: str) -> bool:
         try:

@@ -75,7 +75,7 @@ def decode(path: str, config: Any) -> Decoded:
     image, meta = open_image(path, max_pixels=int(max_pixels), max_side=int(max_side))
     segments = [Segment(space="clip", kind="image", payload=image)]
     setting = ocr_setting(config)
-    read = ocr_segments(path, meta, int(max_pixels)) if setting != "off" else []
+    read = ocr_segments(path, meta, int(max_pixels), setting) if setting != "off" else []
     if setting == "off" or read:  # what a later change of the setting must make again
         meta["ocr"] = setting
     segments += read
@@ -83,15 +83,18 @@ def decode(path: str, config: Any) -> Decoded:
 
 
 def ocr_setting(config: Any) -> str:
-    """The index's OCR setting ('off' also when the OCR package is missing)."""
+    """The index's OCR engine as it runs here: 'off' also when the recorded engine is not
+    installed on this machine (then nothing is re-read until it is: see the indexer)."""
     from searchengine.media import ocr
 
     models = getattr(config, "models", None) or {}
     setting = models.get("ocr", "off")
-    return setting if setting != "off" and ocr.available() else "off"
+    return setting if setting in ocr.ENGINES and ocr.available(setting) else "off"
 
 
-def ocr_segments(path: str, meta: dict[str, Any], max_pixels: int) -> list[Segment]:
+def ocr_segments(
+    path: str, meta: dict[str, Any], max_pixels: int, engine: str = "rapidocr"
+) -> list[Segment]:
     """The text read in a picture, one `text`-space segment per block of lines, with its
     box in pixels of the upright image at full size."""
     from searchengine.media import ocr
@@ -100,7 +103,7 @@ def ocr_segments(path: str, meta: dict[str, Any], max_pixels: int) -> list[Segme
     full_w = int(meta.get("width") or big.width)
     back = full_w / big.width
     out = []
-    for text, box in ocr.blocks(ocr.read_lines(big)):
+    for text, box in ocr.blocks(ocr.read_lines(big, engine=engine)):
         loc = {"box": [round(v * back) for v in box]}
         out.append(Segment(space="text", kind="ocr", text=text, payload=text, loc=loc))
     return out

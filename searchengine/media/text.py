@@ -212,7 +212,7 @@ def _read_pages(
             text = doc[number].get_textpage().get_text_range().replace("\r\n", "\n")
             if not text.strip():
                 scanned += 1
-                text = _ocr_page(doc[number]) if ocr != "off" else text
+                text = _ocr_page(doc[number], ocr) if ocr != "off" else text
             texts.append((number + 1, text))
         except Exception as exc:
             errors.append(f"page {number + 1}: {_first_line(exc)}")
@@ -228,12 +228,12 @@ def _read_pages(
     return texts, meta
 
 
-def _ocr_page(page: Any) -> str:
+def _ocr_page(page: Any, engine: str) -> str:
     """The text of a page without a text layer (a scan), read from its rendering."""
     from searchengine.media import ocr
 
     image = page.render(scale=PDF_OCR_SCALE).to_pil()
-    return "\n\n".join(text for text, _ in ocr.blocks(ocr.read_lines(image)))
+    return "\n\n".join(text for text, _ in ocr.blocks(ocr.read_lines(image, engine=engine)))
 
 
 def _first_line(exc: BaseException) -> str:

@@ -999,8 +999,9 @@ class FrameText:
     """Text read in the sampled frames (slides, burned-in captions), a line shown across
     several frames stored once with the time range it was on screen."""
 
-    def __init__(self, width: int, height: int, meta: dict[str, Any]) -> None:
+    def __init__(self, width: int, height: int, meta: dict[str, Any], engine: str) -> None:
         self.size = (width, height)
+        self.engine = engine  # the index's OCR engine (media/ocr.py)
         self.meta = meta  # the file's record: notes that text was read
         self.open: dict[str, list[Any]] = {}  # folded text -> [start, end, text, box]
 
@@ -1009,8 +1010,8 @@ class FrameText:
 
         back = self.size[0] / image.width if self.size[0] else 1.0
         seen: dict[str, list[Any]] = {}
-        for text, box in ocr.blocks(ocr.read_lines(image)):
-            self.meta["ocr"] = ocr.ENGINE
+        for text, box in ocr.blocks(ocr.read_lines(image, engine=self.engine)):
+            self.meta["ocr"] = self.engine
             key = " ".join(text.lower().split())
             if key in self.open:
                 self.open[key][1] = end
@@ -1033,9 +1034,10 @@ class FrameText:
 def _frame_reader(config: Any, info: VideoInfo, meta: dict[str, Any]) -> FrameText | None:
     from searchengine.media.image import ocr_setting
 
-    if ocr_setting(config) == "off":
+    engine = ocr_setting(config)
+    if engine == "off":
         return None
-    return FrameText(info.width, info.height, meta)
+    return FrameText(info.width, info.height, meta, engine)
 
 
 def _subtitles(path: str) -> tuple[list[Segment], dict[str, Any]]:
