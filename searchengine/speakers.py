@@ -128,13 +128,43 @@ def recluster(voices: VoiceStore, model: str, threshold: float = SAME_SPEAKER) -
     dim = rows.vectors.shape[1] if len(rows) else 0
     seeds = [(s.id, s.centroid) for s in known if dim and len(s.centroid) == dim]  # type: ignore[arg-type]
     labels, cents = cluster_rows(rows, seeds, threshold)
+    moved = [s.id for s in voices.speakers() if s.name is not None and s.model != model]
+    labels, cents = follow_names(rows, labels, cents, voices.moments(moved))
     groups: dict[int | str, list[int]] = {}
     for seg, key in zip(rows.ids.tolist(), labels, strict=True):
         groups.setdefault(key, []).append(seg)
-    named = {s.id for s in known if s.name is not None}
+    named = {s.id for s in known if s.name is not None} | set(moved)
     clusters = {k: (groups.get(k, []), c) for k, c in cents.items() if k in groups or k in named}
     voices.save(model, clusters)
     return len(groups)
+
+
+def follow_names(
+    rows: VoiceRows,
+    labels: list[int | str],
+    cents: dict[int | str, np.ndarray],
+    moments: dict[int, list[tuple[int, float, float]]],
+) -> tuple[list[int | str], dict[int | str, np.ndarray]]:
+    """Named speakers of another voice model (their centroid cannot be compared) take over
+    the new cluster that talks most in their remembered moments (file, start, end)."""
+    for sid, spans in sorted(moments.items()):
+        by_file: dict[int, list[tuple[float, float]]] = {}
+        for fid, a, b in spans:
+            by_file.setdefault(fid, []).append((a, b))
+        overlap: dict[int | str, float] = {}
+        for i, key in enumerate(labels):
+            if not isinstance(key, str):
+                continue  # a seeded speaker keeps its own id
+            for a, b in by_file.get(int(rows.file_ids[i]), ()):
+                o = min(b, rows.ends[i]) - max(a, rows.starts[i])
+                if o > 0:
+                    overlap[key] = overlap.get(key, 0.0) + float(o)
+        if not overlap:
+            continue
+        best = max(overlap, key=lambda k: overlap[k])
+        labels = [sid if key == best else key for key in labels]
+        cents[sid] = cents.pop(best)
+    return labels, cents
 
 
 @dataclass

@@ -233,3 +233,30 @@ def test_missing_voice_weights_leave_files_pending_until_they_return(
         eng.index([lib])
         assert eng.catalog.all_files()[0].state == "indexed"
         assert [s.label for s in eng.speakers()] and len(eng.speakers()) == 1
+
+
+def test_names_follow_the_voice_to_another_voice_model(
+    media: dict[str, Path], tmp_path: Path
+) -> None:
+    """A new voice model's vectors cannot be compared with a named speaker's old centroid:
+    the name follows the moments where that speaker talked (here the same weights under
+    another path, which is a model change to the index all the same)."""
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    for name in ("alice_budget.wav", "alice_garden.wav", "bob_trains.wav"):
+        shutil.copy(media["lib"] / name, lib / name)
+    from tests.conftest import load_script
+
+    models = load_script("make_test_models").make_all(Path(__file__).resolve().parent / ".models")
+    chosen = {"clap": str(models["clap"]), "speech": "off"}
+    with Engine(tmp_path / "idx", create=True, models=chosen) as eng:
+        eng.index([lib])
+        alice = next(s for s in eng.speakers() if any("alice" in p for p in s.files))
+        eng.name_speaker(alice.id, "Alice")
+    weights = tmp_path / "ge2e.pt"
+    shutil.copy(voice._packaged_weights(), weights)  # type: ignore[arg-type]
+    with Engine(tmp_path / "idx", models={"voice": str(weights)}) as eng:
+        assert eng.config.models["voice"] == str(weights)
+        eng.index([lib])
+        found = {s.label: {Path(p).name for p in s.files} for s in eng.speakers()}
+    assert found.get("Alice") == {"alice_budget.wav", "alice_garden.wav"}, found

@@ -12,7 +12,8 @@ also join the file-name FTS5 document, so BM25 finds "Lisbon". Version 4 gives s
 types.Segment), so hits can say "p. 3". A catalog newer than this code is refused.
 
 Tables added within a version (created by `upgrade` on every open): `speakers` (voice
-clusters, a named one with its centroid) and `voice_speakers` (segment -> speaker).
+clusters, a named one with its centroid), `voice_speakers` (segment -> speaker) and
+`speaker_moments` (where a named speaker talks, kept across a voice model change).
 `map_fits` and `map_points`: the stored layout of `searchengine map` (searchengine/atlas/).
 """
 
@@ -95,6 +96,14 @@ TABLES = [
         segment_id INTEGER PRIMARY KEY REFERENCES segments(id) ON DELETE CASCADE,
         speaker_id INTEGER NOT NULL REFERENCES speakers(id) ON DELETE CASCADE)""",
     "CREATE INDEX IF NOT EXISTS ix_voice_speakers_speaker ON voice_speakers(speaker_id)",
+    # speaker_moments: where a named speaker talks (file, start, end), so its name can
+    # follow the voice to another voice model (whose vectors the old centroid cannot match)
+    """CREATE TABLE IF NOT EXISTS speaker_moments (
+        speaker_id INTEGER NOT NULL REFERENCES speakers(id) ON DELETE CASCADE,
+        file_id INTEGER NOT NULL,
+        start FLOAT NOT NULL,
+        "end" FLOAT NOT NULL)""",
+    "CREATE INDEX IF NOT EXISTS ix_speaker_moments_speaker ON speaker_moments(speaker_id)",
     # map_fits: per space, the stored map layout's model, method and reducer file (atlas/)
     """CREATE TABLE IF NOT EXISTS map_fits (
         space VARCHAR(16) PRIMARY KEY,

@@ -11,7 +11,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
-from sqlalchemy import text
+from sqlalchemy import Connection, text
 
 from searchengine.store.catalog import Catalog
 from searchengine.store.schema import decode_vector, decode_vectors, encode_vector
@@ -126,6 +126,7 @@ class VoiceStore:
                     "(SELECT DISTINCT speaker_id FROM voice_speakers)"
                 )
             )
+            _record_moments(conn)
         return out
 
     def set_name(self, speaker_id: int, name: str | None) -> None:
@@ -134,6 +135,22 @@ class VoiceStore:
                 text("UPDATE speakers SET name = :n WHERE id = :id"),
                 {"n": name, "id": speaker_id},
             )
+            _record_moments(conn, speaker_id)
+
+    def moments(self, speaker_ids: Iterable[int]) -> dict[int, list[tuple[int, float, float]]]:
+        """Per named speaker: (file id, start, end) where it talked when last clustered."""
+        ids = ", ".join(str(int(i)) for i in speaker_ids)
+        if not ids:
+            return {}
+        sql = (
+            'SELECT speaker_id, file_id, start, "end" FROM speaker_moments '
+            f"WHERE speaker_id IN ({ids}) ORDER BY file_id, start"
+        )
+        out: dict[int, list[tuple[int, float, float]]] = {}
+        with self.engine.connect() as conn:
+            for sid, fid, start, end in conn.execute(text(sql)):
+                out.setdefault(int(sid), []).append((int(fid), float(start), float(end)))
+        return out
 
     def by_name(self, name: str) -> SpeakerRow | None:
         folded = name.strip().casefold()
@@ -168,3 +185,24 @@ class VoiceStore:
             for sid, fid, start, end in conn.execute(text(sql)):
                 out.setdefault(int(sid), []).append((int(fid), float(start), float(end)))
         return out
+
+
+def _record_moments(conn: Connection, speaker_id: int | None = None) -> None:
+    """Remember where named speakers talk now (all of them, or one): a speaker without
+    segments (its voice model changed) keeps its last moments, so its name can follow."""
+    only = "" if speaker_id is None else f" AND v.speaker_id = {int(speaker_id)}"
+    conn.execute(
+        text(
+            "DELETE FROM speaker_moments WHERE speaker_id IN "
+            f"(SELECT v.speaker_id FROM voice_speakers v WHERE 1 = 1{only}) "
+            "OR speaker_id IN (SELECT id FROM speakers WHERE name IS NULL)"
+        )
+    )
+    conn.execute(
+        text(
+            'INSERT INTO speaker_moments(speaker_id, file_id, start, "end") '
+            'SELECT v.speaker_id, s.file_id, s.start, s."end" FROM voice_speakers v '
+            "JOIN segments s ON s.id = v.segment_id JOIN speakers p ON p.id = v.speaker_id "
+            f"WHERE p.name IS NOT NULL{only}"
+        )
+    )
