@@ -276,6 +276,10 @@ def test_each_engine_reads_a_screenshot_with_its_box(engine: str, tmp_path: Path
     x, y, w, h = read[0].loc["box"]
     assert 0 <= x < 100 and 0 <= y < 100 and 300 < w <= 640 and 0 < h < 200
     assert decoded.meta["ocr"] == engine
+    from searchengine.media import ocr
+
+    # read outright (the pre-check passed a picture): nothing found is no lines, no error
+    assert ocr.read_lines(Image.new("RGB", (400, 300), (90, 140, 60)), False, engine) == []
 
 
 def test_switching_engine_rereads_only_files_with_text_videos_too(

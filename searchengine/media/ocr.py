@@ -181,8 +181,12 @@ def _tesseract(image: Image.Image) -> list[Line]:
             _tess = tesserocr.PyTessBaseAPI(path=tessdata(), lang="eng")
         _tess.SetImage(im)
         _tess.Recognize()
-        for r in tesserocr.iterate_level(_tess.GetIterator(), level):
-            text = " ".join((r.GetUTF8Text(level) or "").split())
+        found = _tess.GetIterator()
+        for r in tesserocr.iterate_level(found, level) if found is not None else ():
+            try:  # a region Tesseract found but read nothing in (a picture) has no text
+                text = " ".join((r.GetUTF8Text(level) or "").split())
+            except RuntimeError:
+                continue
             score = r.Confidence(level) / 100.0
             bbox = r.BoundingBox(level)
             if not text or bbox is None or score < MIN_SCORE:
