@@ -367,6 +367,7 @@ class Engine(VoiceMethods):
         if k <= 0:
             raise UserError("-k must be at least 1")
         speaker_id = self.speaker_id(speaker) if speaker not in (None, "") else None
+        said = query
         if speaker_id is None and query and not literal:
             named = self.speaker_in_query(query)
             if named is not None and not named[1] and like is None:
@@ -383,6 +384,12 @@ class Engine(VoiceMethods):
             place=place or None,
         )
         reading = self.read(query, now=now, literal=literal).with_flags(given)
+        if speaker in (None, "") and speaker_id is not None:  # the name was in the words
+            reading.query = said
+            reading.notes.append(
+                f"only where {self.speaker_label(speaker_id)} speaks (a speaker's name; "
+                "--literal searches the words)"
+            )
         filters = self._filters(reading)
         filters.speaker = speaker_id
         if like is not None and not include_self:

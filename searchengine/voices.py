@@ -198,6 +198,11 @@ class VoiceMethods:
             return named.id
         raise UserError(f"no speaker '{text}' in this index (see `searchengine speakers`)")
 
+    def speaker_label(self, speaker_id: int) -> str:
+        """A speaker's name, or "speaker N" when it has none."""
+        row = next((s for s in self.voices.speakers() if s.id == speaker_id), None)
+        return spk.label(speaker_id, row.name if row else None)
+
     def name_speaker(self, ref: str | int, name: str | None) -> Speaker | None:
         """Give a speaker a name (None or "" removes it). The name stays with the voice:
         re-indexing and new recordings of that voice keep it."""

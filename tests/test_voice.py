@@ -260,3 +260,17 @@ def test_names_follow_the_voice_to_another_voice_model(
         eng.index([lib])
         found = {s.label: {Path(p).name for p in s.files} for s in eng.speakers()}
     assert found.get("Alice") == {"alice_budget.wav", "alice_garden.wav"}, found
+
+
+def test_a_speaker_name_read_from_the_query_is_said(index: Path) -> None:
+    """Searching "Alice budget" filters to Alice's moments: the reading must say so (a speaker named
+    like a common word would otherwise silently narrow every search that uses it)."""
+    with Engine(index) as eng:
+        if not any(s.name == "Alice" for s in eng.speakers()):  # run alone: name Alice here
+            alice = next(s for s in eng.speakers() if any("alice" in p for p in s.files))
+            eng.name_speaker(alice.id, "Alice")
+        page = eng.search("budget Alice")
+        plain = eng.search("budget", literal=True)
+    assert page.reading.changed() and page.reading.query == "budget Alice"
+    assert any("Alice" in note and "--literal" in note for note in page.reading.notes)
+    assert not plain.reading.notes
