@@ -154,7 +154,7 @@ def precheck_cost(samples: Path, n: int, with_text: list[Image.Image], engine: s
     )
     print(
         f"{engine} reading the same photos outright: median {med(full):.3f} s per photo, "
-        f"{lines} lines kept ({med(full) / med(check):.1f}x the pre-check)"
+        f"{lines} lines kept; the pre-check costs {med(check) / max(med(full), 1e-9):.1f}x that"
     )
     print(f"photos: {', '.join(p.name for p in photos)}")
 

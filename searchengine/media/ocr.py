@@ -9,9 +9,10 @@ index config so results do not change between machines):
   shipped inside the `rapidocr-onnxruntime` wheel; nothing is downloaded.
 Neither needs a GPU. It reads pixels only, so it lives with the decoders.
 
-Cheap on pictures without text, whatever the engine: RapidOCR's detection pass on a small
-copy (`MAX_CHECK_SIDE`) finds no text box, and recognition is never run. The pre-check does
-not depend on the engine, so switching engine re-reads only the files where text was read.
+Cheap on pictures without text, each engine its cheapest way (measured, benchmarks.md):
+Tesseract's own page layout finds no text region in a photo in ~0.02 s, 30x less than a
+detection pass, so it reads outright; RapidOCR first runs its detection on a small copy
+(`MAX_CHECK_SIDE`), and recognition never runs where no text box is found.
 """
 
 from __future__ import annotations
@@ -138,10 +139,11 @@ def has_text(image: Image.Image) -> bool:
 
 
 def read_lines(image: Image.Image, check: bool = True, engine: str = "rapidocr") -> list[Line]:
-    """The lines of text in an image, top to bottom; [] when the pre-check finds none."""
+    """The lines of text in an image, top to bottom; [] when the pre-check finds none (the
+    pre-check is RapidOCR's: Tesseract finds a textless picture empty faster by itself)."""
     if min(image.size) < 8:
         return []
-    if check and not has_text(image):
+    if check and engine == "rapidocr" and not has_text(image):
         return []
     lines = _tesseract(image) if engine == "tesseract" else _rapidocr(image)
     lines.sort(key=lambda ln: (ln.box[1], ln.box[0]))
