@@ -187,3 +187,24 @@ def test_status_view_and_errors(page: Page):
     shot(page, "status")
     page.goto("/?q=planet&after=someday")
     expect(page.locator("#message.error")).to_contain_text("--after wants a date")
+
+
+def test_a_passage_shows_its_page_or_box(page: Page):
+    """Where the API gives a passage's place (a PDF page, the box of text read by OCR), the
+    card shows it before the passage. The served library has no scans: the real answer
+    is given a page and a box on its way to the page."""
+
+    def placed(route):
+        answer = route.fetch().json()
+        hits = answer["hits"]
+        hits[0]["segments"][0]["page"] = 3
+        hits[1]["segments"][0]["box"] = [28, 64, 531, 30]
+        route.fulfill(json=answer)
+
+    page.route(re.compile(r".*/api/search\?.*"), placed)
+    page.goto("/?q=garden+compost&type=text&k=2")
+    cards = page.locator(".hit")
+    expect(cards).to_have_count(2)
+    expect(cards.nth(0).locator(".snippet .where").first).to_have_text("p. 3")
+    expect(cards.nth(1).locator(".snippet .where").first).to_have_text("box 28,64 531×30")
+    shot(page, "places")

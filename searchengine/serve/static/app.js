@@ -181,6 +181,16 @@ function seekAndPlay(player, at) {
   }
 }
 
+// Where a matched passage is: its PDF page, or its box in a picture or frame (text read by OCR).
+function where(seg) {
+  if (seg.page !== undefined) return { label: `p. ${seg.page}`, title: `page ${seg.page}` };
+  if (Array.isArray(seg.box) && seg.box.length === 4) {
+    const [x, y, w, h] = seg.box;
+    return { label: `box ${x},${y} ${w}×${h}`, title: "where the text is, in pixels: x,y width×height" };
+  }
+  return null;
+}
+
 function card(hit) {
   const timed = hit.segments.filter((s) => s.start !== undefined && (hit.type === "audio" || hit.type === "video"));
   const first = timed.length ? timed[0].start : 0;
@@ -226,7 +236,10 @@ function card(hit) {
         `▶ ${clock(s.start)}–${clock(s.end)}`))));
   }
   for (const seg of hit.segments.filter((s) => s.text).slice(0, 2)) {
-    body.append(el("p", { class: "snippet" }, highlight(seg.text, hit.words)));
+    const snippet = el("p", { class: "snippet" }, highlight(seg.text, hit.words));
+    const at = where(seg);
+    if (at) snippet.prepend(el("span", { class: "where", title: at.title }, at.label));
+    body.append(snippet);
   }
   body.append(el("p", { class: "path" }, hit.path));
   body.append(el("div", { class: "actions" },
