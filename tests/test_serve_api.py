@@ -273,7 +273,7 @@ def test_duplicates_status_models_and_schema(client):
     assert status["types"]["audio"]["indexed"] == 1
     assert status["types"]["video"]["indexed"] == 1
     models = client.get("/api/models").json()
-    assert {m["space"] for m in models} == {"text", "clip", "clap"}
+    assert {m["space"] for m in models} == {"text", "clip", "clap", "voice", "ocr"}
     assert all(m["available"] for m in models)
     paths = client.get("/openapi.json").json()["paths"]
     for path in (
