@@ -21,8 +21,9 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 # espeak-ng speaks the test recordings for the speech tests; chromium runs the web page's
-# browser tests (Playwright drives it; no browser download); tesseract-ocr is the engine
-# scripts/eval_ocr.py compares RapidOCR with. Debian packages, need root.
+# browser tests (Playwright drives it; no browser download); tesseract-ocr brings the `eng`
+# data of the default OCR engine (tesserocr's wheel holds libtesseract; without the data
+# the index falls back to RapidOCR). Debian packages, need root.
 sysdeps:
 	@command -v espeak-ng >/dev/null && command -v chromium >/dev/null && \
 	  command -v tesseract >/dev/null || \
