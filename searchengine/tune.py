@@ -106,6 +106,15 @@ class TuneReport:
 # ---- pairs ---------------------------------------------------------------------------------
 
 
+def _dialect(head: str) -> type[csv.Dialect] | csv.Dialect:
+    """Spreadsheets export `;` or tab as often as `,`: take the delimiter the head uses,
+    comma when it is unclear."""
+    try:
+        return csv.Sniffer().sniff(head, delimiters=",;\t")
+    except csv.Error:
+        return csv.excel
+
+
 def read_pairs(csv_path: str | os.PathLike[str]) -> tuple[list[Pair], list[str]]:
     """(query, absolute path) rows of a CSV, and a line per unusable row. A first row
     `query,path` is a header. A relative path is taken from the CSV's folder when the file
@@ -113,7 +122,9 @@ def read_pairs(csv_path: str | os.PathLike[str]) -> tuple[list[Pair], list[str]]
     src = Path(csv_path)
     try:
         with open(src, newline="", encoding="utf-8-sig") as fh:
-            rows = list(csv.reader(fh))
+            dialect = _dialect(fh.read(8192))
+            fh.seek(0)
+            rows = list(csv.reader(fh, dialect=dialect))
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise UserError(
             f"cannot read {csv_path}: {getattr(exc, 'strerror', None) or exc}"
@@ -359,6 +370,8 @@ def tune(
                 "give more pairs, or leave out --eval"
             )
     report.train_pairs, report.held_pairs = len(train_pairs), len(held)
+    if engine.readonly:  # said before the training, not after it
+        raise UserError("this index is opened read-only: tuning stores an adapter in it")
     t0 = time.perf_counter()
     q = query_rows(engine, space, [p.query for p in train_pairs])
     t = target_rows(engine, space, train_pairs, q)

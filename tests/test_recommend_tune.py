@@ -262,3 +262,16 @@ def test_recommend_and_tune_in_the_clip_space_on_the_tiny_model(test_models, tmp
     with Engine(index) as eng:
         assert tuning.reset(eng, "clip") and not tuning.reset(eng, "clip")
         assert not isinstance(eng.ranker().encoder_for("clip"), AdaptedEncoder)
+
+
+def test_semicolon_pairs_are_read_and_a_read_only_engine_is_refused_before_training(
+    built, tmp_path
+):
+    docs, index = built
+    csv_path = tmp_path / "pairs.csv"
+    lines = [f"{q};{docs / name}" for q, name in PAIRS]
+    csv_path.write_text("query;path\n" + "\n".join(lines) + "\n", encoding="utf-8")
+    pairs, problems = tuning.read_pairs(csv_path)
+    assert [(p.query, Path(p.path).name) for p in pairs] == list(PAIRS) and not problems
+    with Engine(index, readonly=True) as eng, pytest.raises(UserError, match="read-only"):
+        tuning.tune(eng, csv_path, "text")
