@@ -552,7 +552,8 @@ class Engine(VoiceMethods):
         """Per space, the mean vector of a file: stored if indexed, else embedded now."""
         target = os.path.abspath(os.fspath(path))
         if not os.path.isfile(target):
-            raise UserError(f"no such file: {display_path(target)}")
+            what = "a folder, not a file" if os.path.isdir(target) else "no such file"
+            raise UserError(f"{what}: {display_path(target)}")
         record = self.catalog.file_by_key(os.fsencode(target))
         example: dict[str, np.ndarray] = {}
         st = os.stat(target)

@@ -275,3 +275,9 @@ def test_semicolon_pairs_are_read_and_a_read_only_engine_is_refused_before_train
     assert [(p.query, Path(p.path).name) for p in pairs] == list(PAIRS) and not problems
     with Engine(index, readonly=True) as eng, pytest.raises(UserError, match="read-only"):
         tuning.tune(eng, csv_path, "text")
+
+
+def test_a_folder_as_example_is_named_a_folder(built):
+    docs, index = built
+    with Engine(index, readonly=True) as eng, pytest.raises(UserError, match="a folder, not"):
+        eng.recommend([docs])
