@@ -641,7 +641,10 @@ def speakers(ctx: typer.Context, index: IndexOpt = None, json_out: JsonOpt = Fal
         return
     for s in found:
         files = f"{len(s.files)} file{'s' if len(s.files) != 1 else ''}"
-        out().print(f"[bold]{s.id:>3}[/bold] {s.label}  [dim]{s.seconds:.1f} s in {files}[/dim]")
+        more = f", clusters {', '.join(map(str, s.clusters))}" if len(s.clusters) > 1 else ""
+        out().print(
+            f"[bold]{s.id:>3}[/bold] {s.label}  [dim]{s.seconds:.1f} s in {files}{more}[/dim]"
+        )
         if s.sample is not None:
             path, start, end = s.sample
             out().print(f"     e.g. {path} [{start:g}s-{end:g}s]", markup=False)
@@ -650,15 +653,41 @@ def speakers(ctx: typer.Context, index: IndexOpt = None, json_out: JsonOpt = Fal
 @speakers_app.command("name")
 def speakers_name(
     speaker: Annotated[str, typer.Argument(help="The speaker's id (or current name).")],
-    name: Annotated[str, typer.Argument(help='The name to give ("" removes it).')],
+    name: Annotated[
+        str | None, typer.Argument(help="The name to give (a name already given joins it).")
+    ] = None,
+    clear: Annotated[bool, typer.Option("--clear", help="Remove the speaker's name.")] = False,
     index: IndexOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Name a speaker; the name stays with the voice through re-indexing and new files."""
-    found = with_engine(index, lambda engine: engine.name_speaker(speaker, name), readonly=False)
+    """Name a speaker; the name stays with the voice through re-indexing and new files.
+    A name another speaker already has joins this one to it (one person, several clusters)."""
+    if clear and name is not None:
+        fail("give a name or --clear, not both")
+    if not clear and name is None:
+        fail("give the name (or --clear to remove the speaker's name)")
+    ref = speaker
+    found = with_engine(
+        index,
+        lambda engine: (
+            engine.clear_speaker_name(ref) if clear else engine.name_speaker(ref, name or "")
+        ),
+        readonly=False,
+    )
     if json_out:
         print_json(found.to_json() if found is not None else None)
-    elif found is not None:
+    elif found is None:
+        out().print(f"speaker {speaker}: done (it has no speech now)", markup=False)
+    elif found.joined:
+        files = f"{len(found.files)} file{'s' if len(found.files) != 1 else ''}"
+        out().print(
+            f"speaker {speaker} joined to {found.label}: now {len(found.clusters)} clusters, "
+            f"{files}",
+            markup=False,
+        )
+    elif clear:
+        out().print(f"speaker {speaker} has no name now ({found.label})", markup=False)
+    else:
         out().print(f"speaker {found.id} is now {found.label}", markup=False)
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -31,7 +31,8 @@ MAX_QUERY_S = 120.0
 
 @dataclass
 class Speaker:
-    """One speaker of the index: a cluster of voice segments."""
+    """One speaker of the index: a cluster of voice segments, or a named person's clusters
+    (the named one, `id`, and those joined to it, all in `clusters`)."""
 
     id: int
     name: str | None
@@ -39,6 +40,9 @@ class Speaker:
     segments: int
     files: list[str]
     sample: tuple[str, float, float] | None  # path, start, end of its longest piece
+    clusters: list[int] = field(default_factory=list)
+    joined: bool = False
+    """Set by `name_speaker` when the name given joined this cluster to a named speaker."""
 
     @property
     def label(self) -> str:
@@ -52,6 +56,7 @@ class Speaker:
             "seconds": round(self.seconds, 2),
             "segments": self.segments,
             "files": self.files,
+            "clusters": self.clusters or [self.id],
         }
         if self.sample is not None:
             out["sample"] = {"path": self.sample[0], "start": self.sample[1], "end": self.sample[2]}
@@ -96,7 +101,8 @@ class VoiceMethods:
 
         target = os.path.abspath(os.fspath(path))
         if not os.path.isfile(target):
-            raise UserError(f"no such file: {display_path(target)}")
+            what = "a folder, not a file" if os.path.isdir(target) else "no such file"
+            raise UserError(f"{what}: {display_path(target)}")
         try:
             decoded = decode_file(target, self.config)
         except (Skip, DecodeError, OSError) as exc:
@@ -171,26 +177,33 @@ class VoiceMethods:
         return hits
 
     def speakers(self) -> list[Speaker]:
-        """The speakers of the index, most speaking time first."""
+        """The speakers of the index, most speaking time first; a named person's clusters
+        (the named one and those joined to it) count as one speaker."""
         voices = self.voices
         members = voices.members()
-        names = {s.id: s.name for s in voices.speakers()}
+        rows = {s.id: s for s in voices.speakers()}
+        people: dict[int, list[int]] = {}
+        for sid in members:
+            head = rows[sid].head if sid in rows else sid
+            people.setdefault(head, []).append(sid)
         records = self.catalog.files_by_id({fid for m in members.values() for fid, _, _ in m})
         out = []
-        for sid, segs in members.items():
+        for head, ids in people.items():
+            segs = [seg for sid in ids for seg in members[sid]]
             files = sorted({records[f].path for f, _, _ in segs if f in records})
             fid, a, b = max(segs, key=lambda s: s[2] - s[1])
             sample = (records[fid].path, a, b) if fid in records else None
             seconds = sum(e - s for _, s, e in segs)
-            out.append(Speaker(sid, names.get(sid), seconds, len(segs), files, sample))
+            name = rows[head].name if head in rows else None
+            out.append(Speaker(head, name, seconds, len(segs), files, sample, sorted(ids)))
         out.sort(key=lambda s: (-s.seconds, s.id))
         return out
 
-    def speaker_id(self, ref: str | int) -> int:
-        """A speaker by id ("3", "speaker 3") or by name (any case); UserError if unknown."""
+    def _cluster_id(self, ref: str | int) -> int:
+        """A cluster by id ("3", "speaker 3"), or the named speaker called `ref`."""
         text = str(ref).strip()
         match = re.fullmatch(r"(?:speaker\s*)?#?(\d+)", text, flags=re.IGNORECASE)
-        known = {s.id: s for s in self.voices.speakers()}
+        known = {s.id for s in self.voices.speakers()}
         if match and int(match.group(1)) in known:
             return int(match.group(1))
         named = self.voices.by_name(text)
@@ -198,25 +211,56 @@ class VoiceMethods:
             return named.id
         raise UserError(f"no speaker '{text}' in this index (see `searchengine speakers`)")
 
+    def speaker_id(self, ref: str | int) -> int:
+        """A speaker by id ("3", "speaker 3") or by name (any case); UserError if unknown.
+        A cluster joined to a named speaker stands for that speaker (all its clusters)."""
+        sid = self._cluster_id(ref)
+        row = next((s for s in self.voices.speakers() if s.id == sid), None)
+        return row.head if row is not None else sid
+
     def speaker_label(self, speaker_id: int) -> str:
         """A speaker's name, or "speaker N" when it has none."""
         row = next((s for s in self.voices.speakers() if s.id == speaker_id), None)
         return spk.label(speaker_id, row.name if row else None)
 
-    def name_speaker(self, ref: str | int, name: str | None) -> Speaker | None:
-        """Give a speaker a name (None or "" removes it). The name stays with the voice:
-        re-indexing and new recordings of that voice keep it."""
-        sid = self.speaker_id(ref)
-        name = (name or "").strip() or None
-        if name is not None:
-            if re.fullmatch(r"(?:speaker\s*)?#?\d+", name, flags=re.IGNORECASE):
-                raise UserError(f"'{name}' looks like a speaker id: choose a name")
-            other = self.voices.by_name(name)
-            if other is not None and other.id != sid:
-                raise UserError(f"speaker {other.id} is already named '{other.name}'")
+    def name_speaker(self, ref: str | int, name: str) -> Speaker | None:
+        """Give a cluster a name. A name another speaker has joins this cluster to that
+        speaker (one person often forms several clusters): the name then covers them all,
+        in `--speaker`, hits and `speakers`. The name stays with the voice: re-indexing, new
+        recordings of that voice and a voice model change keep it. `clear_speaker_name`
+        removes a name; an empty name is refused."""
+        name = (name or "").strip()
+        if not name:
+            raise UserError("a speaker's name cannot be empty (to remove a name: --clear)")
+        if re.fullmatch(r"(?:speaker\s*)?#?\d+", name, flags=re.IGNORECASE):
+            raise UserError(f"'{name}' looks like a speaker id: choose a name")
+        sid = self._cluster_id(ref)
+        row = next(s for s in self.voices.speakers() if s.id == sid)
+        other = self.voices.by_name(name)
+        joined = other is not None and other.id != row.head
         with self.writer():  # type: ignore[attr-defined]
-            self.voices.set_name(sid, name)
-        return next((s for s in self.speakers() if s.id == sid), None)
+            if other is not None and joined:
+                self.voices.join(sid, other.id)
+            elif other is None or other.id == sid:
+                self.voices.set_name(sid, name)  # a new name, or a new spelling of its own
+        found = self._person(sid)
+        if found is not None:
+            found.joined = joined
+        return found
+
+    def clear_speaker_name(self, ref: str | int) -> Speaker | None:
+        """Remove a name: a cluster joined to a named speaker leaves it; a named speaker
+        loses its name, and the clusters joined to it become unnamed speakers again."""
+        sid = self._cluster_id(ref)
+        with self.writer():  # type: ignore[attr-defined]
+            self.voices.set_name(sid, None)
+        return self._person(sid)
+
+    def _person(self, cluster_id: int) -> Speaker | None:
+        """The listed speaker holding a cluster."""
+        return next(
+            (s for s in self.speakers() if cluster_id in s.clusters or s.id == cluster_id), None
+        )
 
     def speaker_in_query(self, query: str) -> tuple[int, str] | None:
         """A named speaker mentioned in a query ("Alice budget"): (id, the other words)."""
@@ -230,12 +274,14 @@ class VoiceMethods:
                 rest = (folded[:at] + " " + folded[at + len(needle) :]).split()
                 words = query.split()
                 kept = [w for w in words if w.casefold() in rest]
-                return row.id, " ".join(kept)
+                return row.head, " ".join(kept)
         return None
 
     def speaker_hits(self, speaker_id: int, k: int) -> Hits:
-        """The files where a speaker talks, most speaking time first, with their moments."""
-        segs = self.voices.members().get(speaker_id, [])
+        """The files where a speaker talks (in any of its clusters), most speaking time
+        first, with their moments."""
+        members = self.voices.members()
+        segs = [seg for sid in self.voices.group(speaker_id) for seg in members.get(sid, [])]
         by_file: dict[int, list[tuple[float, float, float]]] = {}
         for fid, a, b in segs:
             by_file.setdefault(fid, []).append((a, b, 1.0))

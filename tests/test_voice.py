@@ -274,3 +274,46 @@ def test_a_speaker_name_read_from_the_query_is_said(index: Path) -> None:
     assert page.reading.changed() and page.reading.query == "budget Alice"
     assert any("Alice" in note and "--literal" in note for note in page.reading.notes)
     assert not plain.reading.notes
+
+
+def test_a_name_given_twice_joins_the_clusters_and_clear_is_explicit(
+    index: Path, tmp_path: Path
+) -> None:
+    """One person often forms several clusters: naming a second cluster with a name already
+    given joins it to that speaker (filter, hit labels, listing, re-clustering); an empty
+    name is an error and removing a name takes --clear. (Bob's cluster stands in for a
+    second cluster of Alice's: the plumbing is what is tested.)"""
+    from searchengine import speakers as spk
+
+    copy = tmp_path / "index"
+    shutil.copytree(index, copy)
+    env = {**os.environ, "SEARCHENGINE_OFFLINE": "1"}
+    with Engine(copy) as eng:
+        alice = next(s for s in eng.speakers() if "alice_budget.wav" in str(s.files))
+        bob = next(s for s in eng.speakers() if s.id != alice.id)
+        eng.name_speaker(alice.id, "Alice")
+    res = run_cli("speakers", "name", str(bob.id), "", "--index", str(copy), env=env)
+    assert res.returncode != 0 and "--clear" in res.stderr and "Traceback" not in res.stderr
+    res = run_cli("speakers", "name", str(bob.id), "alice", "--index", str(copy), env=env)
+    assert res.returncode == 0, res.stderr
+    assert "joined to Alice: now 2 clusters" in res.stdout, res.stdout
+    every = {"alice_budget.wav", "alice_garden.wav", "alice_talks.mkv", "dialogue.wav"}
+    every |= {"bob_trains.wav", "bob_budget.wav"}
+    with Engine(copy) as eng:
+        listed = eng.speakers()
+        assert [(s.label, sorted(s.clusters)) for s in listed] == [
+            ("Alice", sorted([alice.id, bob.id]))
+        ]
+        assert every <= {Path(p).name for p in listed[0].files}
+        hits = eng.search("budget", speaker="Alice", k=20, cutoff=False)
+        assert {"bob_budget.wav", "alice_budget.wav"} <= {Path(h.path).name for h in hits}
+        labels = {seg.speaker for h in hits for seg in h.segments if seg.speaker}
+        assert labels == {"Alice"}, labels
+        assert every <= {Path(h.path).name for h in eng.search("Alice", k=20)}
+        with eng.writer():  # re-clustering keeps the join
+            spk.recluster(eng.voices, eng.config.model_key("voice"))
+        assert [sorted(s.clusters) for s in eng.speakers()] == [sorted([alice.id, bob.id])]
+    res = run_cli("speakers", "name", str(bob.id), "--clear", "--index", str(copy), env=env)
+    assert res.returncode == 0, res.stderr
+    with Engine(copy, readonly=True) as eng:
+        assert sorted(s.label for s in eng.speakers()) == ["Alice", f"speaker {bob.id}"]

@@ -1201,7 +1201,8 @@ def _filters(sql: str, params: dict[str, Any], filters: Filters) -> tuple[str, d
     if filters.speaker is not None:
         sql += (
             " AND f.id IN (SELECT vs.file_id FROM voice_speakers vv JOIN segments vs"
-            " ON vs.id = vv.segment_id WHERE vv.speaker_id = :speaker)"
+            " ON vs.id = vv.segment_id WHERE vv.speaker_id = :speaker OR vv.speaker_id IN"
+            " (SELECT speaker_id FROM speaker_links WHERE named_id = :speaker))"
         )
         params["speaker"] = int(filters.speaker)
     if filters.exclude:  # integers only: safe to inline, and no list parameter to expand

@@ -13,7 +13,8 @@ types.Segment), so hits can say "p. 3". A catalog newer than this code is refuse
 
 Tables added within a version (created by `upgrade` on every open): `speakers` (voice
 clusters, a named one with its centroid), `voice_speakers` (segment -> speaker) and
-`speaker_moments` (where a named speaker talks, kept across a voice model change).
+`speaker_moments` (where a named speaker talks, kept across a voice model change),
+`speaker_links` (a cluster joined to a named speaker: one person, several clusters).
 `map_fits` and `map_points`: the stored layout of `searchengine map` (searchengine/atlas/).
 """
 
@@ -120,6 +121,12 @@ TABLES = [
         x FLOAT NOT NULL,
         y FLOAT NOT NULL,
         PRIMARY KEY (space, file_id))""",
+    # speaker_links: a cluster given a name another cluster has: it joins that named speaker
+    # (one person often forms several clusters; each keeps its own centroid and moments)
+    """CREATE TABLE IF NOT EXISTS speaker_links (
+        speaker_id INTEGER PRIMARY KEY REFERENCES speakers(id) ON DELETE CASCADE,
+        named_id INTEGER NOT NULL REFERENCES speakers(id) ON DELETE CASCADE)""",
+    "CREATE INDEX IF NOT EXISTS ix_speaker_links_named ON speaker_links(named_id)",
 ]
 
 TRIGGERS = [

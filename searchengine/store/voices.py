@@ -1,7 +1,9 @@
 """Storage of voices: the `voice` segments' vectors and their speakers (clusters).
 
 The tables are `speakers` (a cluster; a named one keeps its centroid so the name outlives
-re-indexing) and `voice_speakers` (segment -> speaker); see schema.py. Clustering itself
+re-indexing), `voice_speakers` (segment -> speaker) and `speaker_links` (a cluster joined to
+a named speaker: one person often forms several clusters, and a name covers them all);
+see schema.py. Clustering itself
 is searchengine/speakers.py: this module only reads and writes.
 """
 
@@ -12,6 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from sqlalchemy import Connection, text
+from sqlalchemy.exc import OperationalError
 
 from searchengine.store.catalog import Catalog
 from searchengine.store.schema import decode_vector, decode_vectors, encode_vector
@@ -33,10 +36,18 @@ class VoiceRows:
 
 @dataclass
 class SpeakerRow:
+    """A cluster. `name` is its own, or that of the named speaker it joined (`joined_to`)."""
+
     id: int
     name: str | None
     model: str | None
     centroid: np.ndarray | None
+    joined_to: int | None = None
+
+    @property
+    def head(self) -> int:
+        """The id that stands for the person: the named cluster this one joined, or itself."""
+        return self.joined_to if self.joined_to is not None else self.id
 
 
 class VoiceStore:
@@ -73,14 +84,36 @@ class VoiceStore:
         )
 
     def speakers(self) -> list[SpeakerRow]:
+        """Every cluster, a joined one carrying the name of the speaker it joined."""
+        joined = (
+            "SELECT p.id, COALESCE(p.name, n.name), p.model, p.centroid, l.named_id "
+            "FROM speakers p LEFT JOIN speaker_links l ON l.speaker_id = p.id "
+            "LEFT JOIN speakers n ON n.id = l.named_id ORDER BY p.id"
+        )
         with self.engine.connect() as conn:
-            got = conn.execute(
-                text("SELECT id, name, model, centroid FROM speakers ORDER BY id")
-            ).all()
+            try:
+                got = conn.execute(text(joined)).all()
+            except OperationalError:  # opened read-only before speaker_links existed
+                got = conn.execute(
+                    text("SELECT id, name, model, centroid, NULL FROM speakers ORDER BY id")
+                ).all()
         return [
-            SpeakerRow(int(i), name, model, decode_vector(blob) if blob else None)
-            for i, name, model, blob in got
+            SpeakerRow(
+                int(i),
+                name,
+                model,
+                decode_vector(blob) if blob else None,
+                int(head) if head is not None else None,
+            )
+            for i, name, model, blob, head in got
         ]
+
+    def group(self, speaker_id: int) -> list[int]:
+        """The clusters of one person: the named speaker `speaker_id` is (or joined) and
+        every cluster joined to it."""
+        rows = self.speakers()
+        head = next((r.head for r in rows if r.id == speaker_id), speaker_id)
+        return [r.id for r in rows if r.head == head]
 
     def assignments(self) -> dict[int, int]:
         """segment id -> speaker id."""
@@ -123,19 +156,45 @@ class VoiceStore:
             conn.execute(
                 text(
                     "DELETE FROM speakers WHERE name IS NULL AND id NOT IN "
-                    "(SELECT DISTINCT speaker_id FROM voice_speakers)"
+                    "(SELECT DISTINCT speaker_id FROM voice_speakers) "
+                    "AND id NOT IN (SELECT speaker_id FROM speaker_links)"
                 )
             )
             _record_moments(conn)
         return out
 
     def set_name(self, speaker_id: int, name: str | None) -> None:
+        """Name a cluster (None clears it). It leaves any speaker it had joined; clearing a
+        named speaker's name also frees the clusters joined to it."""
         with self.catalog.transaction() as conn:
+            conn.execute(
+                text("DELETE FROM speaker_links WHERE speaker_id = :id"), {"id": speaker_id}
+            )
+            if name is None:
+                conn.execute(
+                    text("DELETE FROM speaker_links WHERE named_id = :id"), {"id": speaker_id}
+                )
             conn.execute(
                 text("UPDATE speakers SET name = :n WHERE id = :id"),
                 {"n": name, "id": speaker_id},
             )
-            _record_moments(conn, speaker_id)
+            _record_moments(conn)
+
+    def join(self, speaker_id: int, named_id: int) -> None:
+        """Join a cluster to a named speaker (one person, several clusters): it takes that
+        name everywhere, keeps its own centroid and moments, so the join survives
+        re-clustering and a voice model change. Clusters joined to it follow it."""
+        with self.catalog.transaction() as conn:
+            conn.execute(text("UPDATE speakers SET name = NULL WHERE id = :id"), {"id": speaker_id})
+            conn.execute(
+                text("UPDATE speaker_links SET named_id = :n WHERE named_id = :id"),
+                {"n": named_id, "id": speaker_id},
+            )
+            conn.execute(
+                text("INSERT OR REPLACE INTO speaker_links(speaker_id, named_id) VALUES (:id, :n)"),
+                {"id": speaker_id, "n": named_id},
+            )
+            _record_moments(conn)
 
     def moments(self, speaker_ids: Iterable[int]) -> dict[int, list[tuple[int, float, float]]]:
         """Per named speaker: (file id, start, end) where it talked when last clustered."""
@@ -153,9 +212,10 @@ class VoiceStore:
         return out
 
     def by_name(self, name: str) -> SpeakerRow | None:
+        """The named speaker (not a cluster joined to it) called `name`, in any case."""
         folded = name.strip().casefold()
         for row in self.speakers():
-            if row.name is not None and row.name.casefold() == folded:
+            if row.joined_to is None and row.name is not None and row.name.casefold() == folded:
                 return row
         return None
 
@@ -195,7 +255,8 @@ def _record_moments(conn: Connection, speaker_id: int | None = None) -> None:
         text(
             "DELETE FROM speaker_moments WHERE speaker_id IN "
             f"(SELECT v.speaker_id FROM voice_speakers v WHERE 1 = 1{only}) "
-            "OR speaker_id IN (SELECT id FROM speakers WHERE name IS NULL)"
+            "OR speaker_id IN (SELECT id FROM speakers WHERE name IS NULL "
+            "AND id NOT IN (SELECT speaker_id FROM speaker_links))"
         )
     )
     conn.execute(
@@ -203,6 +264,7 @@ def _record_moments(conn: Connection, speaker_id: int | None = None) -> None:
             'INSERT INTO speaker_moments(speaker_id, file_id, start, "end") '
             'SELECT v.speaker_id, s.file_id, s.start, s."end" FROM voice_speakers v '
             "JOIN segments s ON s.id = v.segment_id JOIN speakers p ON p.id = v.speaker_id "
-            f"WHERE p.name IS NOT NULL{only}"
+            "WHERE (p.name IS NOT NULL OR p.id IN (SELECT speaker_id FROM speaker_links))"
+            f"{only}"
         )
     )
