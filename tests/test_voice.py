@@ -317,3 +317,32 @@ def test_a_name_given_twice_joins_the_clusters_and_clear_is_explicit(
     assert res.returncode == 0, res.stderr
     with Engine(copy, readonly=True) as eng:
         assert sorted(s.label for s in eng.speakers()) == ["Alice", f"speaker {bob.id}"]
+
+
+def test_a_joined_cluster_keeps_its_name_through_a_voice_model_change(
+    media: dict[str, Path], tmp_path: Path
+) -> None:
+    """A cluster joined to a named speaker remembers its own moments, so after a voice
+    model change (same weights, another path) the name still covers both clusters."""
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    for name in ("alice_budget.wav", "bob_trains.wav"):
+        shutil.copy(media["lib"] / name, lib / name)
+    from tests.conftest import load_script
+
+    models = load_script("make_test_models").make_all(Path(__file__).resolve().parent / ".models")
+    chosen = {"clap": str(models["clap"]), "speech": "off"}
+    with Engine(tmp_path / "idx", create=True, models=chosen) as eng:
+        eng.index([lib])
+        alice = next(s for s in eng.speakers() if any("alice" in p for p in s.files))
+        other = next(s for s in eng.speakers() if s.id != alice.id)
+        eng.name_speaker(alice.id, "Alice")
+        assert eng.name_speaker(other.id, "Alice").joined  # type: ignore[union-attr]
+    weights = tmp_path / "ge2e.pt"
+    shutil.copy(voice._packaged_weights(), weights)  # type: ignore[arg-type]
+    with Engine(tmp_path / "idx", models={"voice": str(weights)}) as eng:
+        eng.index([lib])
+        found = [
+            (s.label, len(s.clusters), {Path(p).name for p in s.files}) for s in eng.speakers()
+        ]
+    assert found == [("Alice", 2, {"alice_budget.wav", "bob_trains.wav"})], found
