@@ -80,7 +80,7 @@ def connect(address: str) -> bool:
     _check_reachable(address)
     env = {k: os.environ[k] for k in FORWARDED if k in os.environ}
     # kill tests: a crash point meant for the workers, not for this process
-    for name in ("CRASH_AT", "CRASH_ONCE"):
+    for name in ("CRASH_AT", "CRASH_ONCE", "CRASH_TIMES"):
         value = os.environ.get(f"SEARCHENGINE_WORKER_{name}")
         if value:
             env[f"SEARCHENGINE_{name}"] = value
@@ -226,7 +226,7 @@ class ClusterIndexer(Indexer):
         if not todo:
             return
         import ray
-        from ray.exceptions import RayActorError, RayTaskError
+        from ray.exceptions import ActorUnavailableError, RayActorError, RayTaskError
 
         began = time.monotonic()
         actors = self._pool(ray, len(todo))
@@ -258,6 +258,12 @@ class ClusterIndexer(Indexer):
                 made: dict[str, str] = {}
                 try:
                     works, notes, made = ray.get(ref)
+                except ActorUnavailableError:
+                    # the worker is restarting after another batch killed it: not a try
+                    # of this batch; sent again once the pause lets the restart go on
+                    time.sleep(0.2)
+                    queue.append(batch)
+                    continue
                 except RayActorError:
                     self.stats.retried += 1
                     queue += reversed(self._again(batch, actor))
@@ -320,15 +326,25 @@ class ClusterIndexer(Indexer):
         return [_failed(batch.items[0], WORKER_DIED.format(n=batch.tries), False)]
 
     def _pool(self, ray: Any, files: int) -> list[Any]:
-        """One actor per CPU of the cluster (or `workers`), never more than files. The
-        encoders run on CPU (see docs/scale.md), so no GPU is asked for."""
+        """One actor per CPU of the cluster (or `workers`), never more than files."""
         resources = ray.cluster_resources()
         wanted = self.workers or max(1, int(resources.get("CPU", 1)))
         wanted = max(1, min(wanted, files))
-        # restarts unbounded: TRIES per batch and file bounds the retries (see TRIES)
-        options: dict[str, Any] = {"num_cpus": 1, "max_restarts": -1, "max_task_retries": 0}
-        remote = ray.remote(**options)(_Actor)
+        remote = ray.remote(**actor_options(resources, wanted))(_Actor)
         return [remote.remote(self.config) for _ in range(wanted)]
+
+
+def actor_options(resources: dict[str, float], actors: int) -> dict[str, Any]:
+    """Ray options of the worker actors. Where the cluster has GPUs, each actor takes an
+    equal share of them (a whole one at most) and its encoders run on CUDA
+    (`SEARCHENGINE_DEVICE=cuda`, see encoders.base.torch_device); else one CPU each."""
+    # restarts unbounded: TRIES per batch and file bound the retries (see TRIES)
+    options: dict[str, Any] = {"num_cpus": 1, "max_restarts": -1, "max_task_retries": 0}
+    gpus = float(resources.get("GPU", 0) or 0)
+    if gpus > 0:
+        options["num_gpus"] = min(1.0, gpus / max(1, actors))
+        options["runtime_env"] = {"env_vars": {"SEARCHENGINE_DEVICE": "cuda"}}
+    return options
 
 
 def _failed(item: Item, reason: str, transient: bool) -> _Work:

@@ -1,7 +1,8 @@
 """Crash points for the kill tests: `SEARCHENGINE_CRASH_AT=name:n` SIGKILLs the process the
 n-th time `point(name)` runs. Unset (always, outside tests) it costs one dict lookup.
 `SEARCHENGINE_CRASH_ONCE=FILE` makes the kill happen once across processes (the first to
-create FILE dies; a restarted cluster worker with the same settings goes on)."""
+create FILE dies; a restarted cluster worker with the same settings goes on), and with
+`SEARCHENGINE_CRASH_TIMES=N` N times in all (markers FILE, FILE.1, ... FILE.N-1)."""
 
 from __future__ import annotations
 
@@ -20,9 +21,13 @@ def point(name: str) -> None:
     _remaining -= 1
     if _remaining <= 0:
         once = os.environ.get("SEARCHENGINE_CRASH_ONCE")
-        if once:
+        if not once:
+            os.kill(os.getpid(), signal.SIGKILL)
+        times = int(os.environ.get("SEARCHENGINE_CRASH_TIMES", "1"))
+        for i in range(times):
+            marker = f"{once}.{i}" if i else once
             try:
-                os.close(os.open(once, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+                os.close(os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
             except FileExistsError:
-                return
-        os.kill(os.getpid(), signal.SIGKILL)
+                continue
+            os.kill(os.getpid(), signal.SIGKILL)

@@ -228,6 +228,23 @@ def normalise(rows: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(rows / norms)
 
 
+DEVICES = ("cpu", "cuda", "auto")
+
+
+def torch_device() -> str:
+    """Where the torch encoders run: `SEARCHENGINE_DEVICE` = cpu (the default, so vectors are
+    the same on every machine), cuda or auto (a GPU when torch sees one). A Ray worker on a
+    GPU node is started with cuda; without a usable GPU it runs on the CPU, never fails."""
+    wanted = os.environ.get("SEARCHENGINE_DEVICE", "cpu").strip().lower() or "cpu"
+    if wanted not in DEVICES:
+        raise ValueError(f"SEARCHENGINE_DEVICE wants one of {', '.join(DEVICES)}, not {wanted!r}")
+    if wanted == "cpu":
+        return "cpu"
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
 def set_torch_threads() -> None:
     """Use every core we were given, explicitly (`SEARCHENGINE_THREADS` overrides)."""
     import torch

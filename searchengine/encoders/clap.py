@@ -16,6 +16,7 @@ from searchengine.encoders.base import (
     normalise,
     resolve_folder_model,
     set_torch_threads,
+    torch_device,
 )
 
 BATCH = 8
@@ -57,7 +58,9 @@ class ClapEncoder:
         set_torch_threads()
         self._torch = torch
         self.processor = ClapProcessor.from_pretrained(location, local_files_only=True)
+        self.device = torch_device()
         self.model = ClapModel.from_pretrained(location, local_files_only=True).eval()
+        self.model.to(self.device)
         self.feature_extractor = self.processor.feature_extractor
         self.tokenizer = self.processor.tokenizer
         self.dim = int(self.model.config.projection_dim)
@@ -96,8 +99,9 @@ class ClapEncoder:
     def forward_tensors(self, inputs: dict[str, Any]) -> np.ndarray:
         """Model inputs -> L2-normalised float32 rows (the pure forward pass)."""
         with self._torch.inference_mode():
-            rows = _pooled(self.model.get_audio_features(**inputs))
-        return normalise(rows.float().numpy())
+            moved = {key: value.to(self.device) for key, value in inputs.items()}
+            rows = _pooled(self.model.get_audio_features(**moved))
+        return normalise(rows.float().cpu().numpy())
 
     def embed_queries(self, texts: list[str]) -> np.ndarray:
         if not texts:
@@ -113,10 +117,11 @@ class ClapEncoder:
             with self._torch.inference_mode():
                 rows = _pooled(
                     self.model.get_text_features(
-                        input_ids=tokens["input_ids"], attention_mask=tokens["attention_mask"]
+                        input_ids=tokens["input_ids"].to(self.device),
+                        attention_mask=tokens["attention_mask"].to(self.device),
                     )
                 )
-            out.append(rows.float().numpy())
+            out.append(rows.float().cpu().numpy())
         return normalise(np.concatenate(out))
 
     def embed_items(self, payloads: list[Any]) -> np.ndarray:

@@ -23,6 +23,7 @@ from searchengine.encoders.base import (
     fetch,
     normalise,
     set_torch_threads,
+    torch_device,
 )
 from searchengine.errors import ModelUnavailable
 
@@ -200,13 +201,14 @@ class ClipEncoder:
 
         set_torch_threads()
         self._torch = torch
+        self.device = torch_device()
         model_name = resolved.extra.get("model") or _model_name(resolved.name)[0]
         model_cfg = open_clip.get_model_config(model_name) or {}
         quick_gelu = bool(resolved.extra.get("quick_gelu")) and not model_cfg.get("quick_gelu")
         self.model = open_clip.create_model(
             model_name,
             pretrained=resolved.location,
-            device="cpu",
+            device=self.device,
             force_quick_gelu=quick_gelu,
             force_preprocess_cfg=resolved.extra.get("preprocess") or None,
         ).eval()
@@ -223,8 +225,8 @@ class ClipEncoder:
     def forward_tensors(self, batch: Any) -> np.ndarray:
         """A preprocessed image batch -> L2-normalised float32 rows (the pure forward pass)."""
         with self._torch.inference_mode():
-            rows = self.model.encode_image(batch)
-        return normalise(rows.float().numpy())
+            rows = self.model.encode_image(batch.to(self.device))
+        return normalise(rows.float().cpu().numpy())
 
     def embed_queries(self, texts: list[str]) -> np.ndarray:
         if not texts:
@@ -233,7 +235,7 @@ class ClipEncoder:
         for start in range(0, len(texts), TEXT_BATCH):
             tokens = self.tokenizer(list(texts[start : start + TEXT_BATCH]))
             with self._torch.inference_mode():
-                out.append(self.model.encode_text(tokens).float().numpy())
+                out.append(self.model.encode_text(tokens.to(self.device)).float().cpu().numpy())
         return normalise(np.concatenate(out))
 
     def embed_items(self, payloads: list[Any]) -> np.ndarray:

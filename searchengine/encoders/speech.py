@@ -151,6 +151,17 @@ def has_speech(pcm: np.ndarray, threshold: float = 0.5) -> bool:
     return bool(get_speech_timestamps(audio, VadOptions(threshold=threshold)))
 
 
+def _whisper_device() -> str:
+    """cuda when `SEARCHENGINE_DEVICE` asks for a GPU (cuda, auto) and CTranslate2 sees one;
+    else cpu (see encoders.base.torch_device; CTranslate2 has no torch to ask)."""
+    wanted = os.environ.get("SEARCHENGINE_DEVICE", "cpu").strip().lower()
+    if wanted in ("cuda", "auto"):
+        import ctranslate2
+
+        if ctranslate2.get_cuda_device_count() > 0:
+            return "cuda"
+    return "cpu"
+
 class Transcriber:
     """A loaded faster-whisper model; turns streamed PCM pieces into transcript lines."""
 
@@ -162,10 +173,11 @@ class Transcriber:
 
         self.name = name or location
         self.location = location
+        device = _whisper_device()
         self.model = WhisperModel(
             str(location),
-            device="cpu",
-            compute_type="int8",
+            device=device,
+            compute_type="int8" if device == "cpu" else "float16",
             cpu_threads=_threads(),
             local_files_only=True,
         )

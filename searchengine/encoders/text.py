@@ -12,6 +12,7 @@ from searchengine.encoders.base import (
     normalise,
     resolve_folder_model,
     set_torch_threads,
+    torch_device,
 )
 
 BATCH = 64
@@ -39,7 +40,7 @@ class TextEncoder:
 
         set_torch_threads()
         self._torch = torch
-        self.model = SentenceTransformer(location, device="cpu", local_files_only=True)
+        self.model = SentenceTransformer(location, device=torch_device(), local_files_only=True)
         dim_of = (
             getattr(self.model, "get_embedding_dimension", None)
             or self.model.get_sentence_embedding_dimension

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from searchengine.config import IndexConfig
-from searchengine.encoders.base import Attempts, Resolved, set_torch_threads
+from searchengine.encoders.base import Attempts, Resolved, set_torch_threads, torch_device
 from searchengine.errors import ModelUnavailable
 
 SPACE = "voice"
@@ -198,7 +198,8 @@ class VoiceEncoder:
         missing, _unexpected = self.net.load_state_dict(state, strict=False)
         if missing:
             raise ValueError(f"not a GE2E checkpoint (missing {', '.join(missing[:3])})")
-        self.net.eval()
+        self.device = torch_device()
+        self.net.eval().to(self.device)
         self._torch = torch
         self._lock = threading.Lock()
 
@@ -221,7 +222,8 @@ class VoiceEncoder:
             torch.set_num_threads(1)
             try:
                 for i in range(0, len(stacked), batch):
-                    rows.append(self.net(torch.from_numpy(stacked[i : i + batch])).numpy())
+                    mels = torch.from_numpy(stacked[i : i + batch]).to(self.device)
+                    rows.append(self.net(mels).cpu().numpy())
             finally:
                 torch.set_num_threads(before)
         partial = np.concatenate(rows)
