@@ -183,7 +183,8 @@ def test_status_view_and_errors(page: Page):
     expect(status).to_contain_text("Failed (1)")
     expect(status).to_contain_text("truncated")
     expect(status).to_contain_text("broken.jpg")
-    expect(status.locator("td.ok")).to_have_count(3)  # text, clip, clap weights found
+    # text, clip, clap and voice weights found, and the OCR engine
+    expect(status.locator("td.ok")).to_have_count(5)
     shot(page, "status")
     page.goto("/?q=planet&after=someday")
     expect(page.locator("#message.error")).to_contain_text("--after wants a date")
