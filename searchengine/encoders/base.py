@@ -231,6 +231,18 @@ def normalise(rows: np.ndarray) -> np.ndarray:
 DEVICES = ("cpu", "cuda", "auto")
 
 
+def load_or_unavailable(kind: str, resolved: Resolved, make: Callable[[], T]) -> T:
+    """Build a model; any failure becomes ModelUnavailable with its first line, so the
+    space waits as `pending` instead of crashing the run."""
+    try:
+        return make()
+    except Exception as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ModelUnavailable(
+            f"{kind} model '{resolved.name}' failed to load from {resolved.location}: {first}"
+        ) from exc
+
+
 def torch_device() -> str:
     """Where the torch encoders run: `SEARCHENGINE_DEVICE` = cpu (the default, so vectors are
     the same on every machine), cuda or auto (a GPU when torch sees one). A Ray worker on a

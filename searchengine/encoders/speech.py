@@ -23,6 +23,7 @@ from searchengine.encoders.base import (
     fetch,
     hf_cached_snapshot,
     hf_download,
+    load_or_unavailable,
 )
 from searchengine.errors import ModelUnavailable
 
@@ -220,10 +221,6 @@ class Transcriber:
 
 
 def load(resolved: Resolved) -> Transcriber:
-    try:
-        return Transcriber(resolved.location, resolved.name)
-    except Exception as exc:
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise ModelUnavailable(
-            f"speech model '{resolved.name}' failed to load from {resolved.location}: {first}"
-        ) from exc
+    return load_or_unavailable(
+        "speech", resolved, lambda: Transcriber(resolved.location, resolved.name)
+    )

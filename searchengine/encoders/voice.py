@@ -21,7 +21,13 @@ from typing import Any
 import numpy as np
 
 from searchengine.config import IndexConfig
-from searchengine.encoders.base import Attempts, Resolved, set_torch_threads, torch_device
+from searchengine.encoders.base import (
+    Attempts,
+    Resolved,
+    load_or_unavailable,
+    set_torch_threads,
+    torch_device,
+)
 from searchengine.errors import ModelUnavailable
 
 SPACE = "voice"
@@ -234,13 +240,9 @@ class VoiceEncoder:
 
 
 def load(resolved: Resolved) -> VoiceEncoder:
-    try:
-        return VoiceEncoder(resolved.location, resolved.name)
-    except Exception as exc:
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise ModelUnavailable(
-            f"voice model '{resolved.name}' failed to load from {resolved.location}: {first}"
-        ) from exc
+    return load_or_unavailable(
+        "voice", resolved, lambda: VoiceEncoder(resolved.location, resolved.name)
+    )
 
 
 MIN_PIECE_S = 0.5  # shorter speech says too little about a voice
