@@ -130,6 +130,16 @@ DEFAULT_K = 10
 """Hits on a page when no k is given (its tail then cut by the adaptive cutoff)."""
 
 
+def _page(k: int | None, cutoff: bool | None) -> tuple[int, bool]:
+    """How many hits, and whether the tail is cut: no `k` means a default page, cut at
+    the score gap; an explicit `k` means exactly that many unless `cutoff` says so."""
+    cut = k is None if cutoff is None else cutoff
+    k = DEFAULT_K if k is None else k
+    if k <= 0:
+        raise UserError("-k must be at least 1")
+    return k, cut
+
+
 class Engine(VoiceMethods):
     """An index folder: catalog.db (truth), FAISS caches per space and level, config.json.
 
@@ -362,10 +372,7 @@ class Engine(VoiceMethods):
         if not query and like is None:
             raise UserError("the query is empty")
         check_sort(sort)
-        cut = k is None if cutoff is None else cutoff
-        k = DEFAULT_K if k is None else k
-        if k <= 0:
-            raise UserError("-k must be at least 1")
+        k, cut = _page(k, cutoff)
         speaker_id = self.speaker_id(speaker) if speaker not in (None, "") else None
         said = query
         if speaker_id is None and query and not literal:
@@ -484,10 +491,7 @@ class Engine(VoiceMethods):
         """Files like the given one (indexed or not), in the spaces that file lives in,
         without it and its exact copies unless `include_self`. `k` and `cutoff` work as for
         `search`."""
-        cut = k is None if cutoff is None else cutoff
-        k = DEFAULT_K if k is None else k
-        if k <= 0:
-            raise UserError("-k must be at least 1")
+        k, cut = _page(k, cutoff)
         filters = make_filters(types, path_glob, after, before, min_duration, max_duration)
         example = self._example_vectors(path)
         if not include_self:
@@ -523,10 +527,7 @@ class Engine(VoiceMethods):
         if both:
             shown = display_path(sorted(both)[0])
             raise UserError(f"{shown} is given both as an example and with --not")
-        cut = k is None if cutoff is None else cutoff
-        k = DEFAULT_K if k is None else k
-        if k <= 0:
-            raise UserError("-k must be at least 1")
+        k, cut = _page(k, cutoff)
         filters = make_filters(types, path_glob, after, before, min_duration, max_duration)
         pos = [self._example_vectors(p) for p in liked_paths]
         neg = [self._example_vectors(p) for p in disliked_paths]
