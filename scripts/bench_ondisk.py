@@ -64,7 +64,7 @@ def measure(n: int, budget: int, out: Path, parallel: bool) -> dict:
     where = build(out / f"n{n}", spec, sample, shards, parallel=parallel)
     build_s = time.monotonic() - t0
     disk = sum(p.stat().st_size for p in where.iterdir())
-    index = OnDiskIVFIndex.open(where)
+    index = OnDiskIVFIndex.open(where, base_max_id=int(ids.max()))
     exact = np.argsort(-(queries @ rows.T), axis=1)[:, :10]
     t0 = time.monotonic()
     _, raw = index.search(queries, 10)

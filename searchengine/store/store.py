@@ -12,6 +12,9 @@ another process's `index` committed without reopening. A cache file is replaced 
 from __future__ import annotations
 
 import os
+import shutil
+import time
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -21,10 +24,13 @@ import numpy as np
 from searchengine.store import vectors as ann
 from searchengine.store.catalog import Catalog, OutdatedFormat
 from searchengine.store.schema import decode_vectors
+from searchengine.store.vectors import ondisk
 from searchengine.types import Filters
 
 LEVELS = ("segment", "file")
 CATCH_UP_ROWS = 20000
+SHARD_ROWS = 50_000
+"""Vectors per shard of an on-disk build: one shard's codes and rows in memory at a time."""
 EXACT_FILTER_LIMIT = 20000
 """A filter passing at most this many vectors is searched exactly over just those."""
 
@@ -40,6 +46,27 @@ def faiss_threads(n: int) -> None:
 
 def build_threads() -> int:
     return int(os.environ.get("SEARCHENGINE_THREADS", "0")) or (os.cpu_count() or 1)
+
+
+def vector_memory() -> int:
+    """Bytes of RAM one space's vector codes may take before they move to disk (ondisk.py):
+    SEARCHENGINE_VECTOR_MEMORY ("6G", "500M" or bytes), else a quarter of the machine's RAM."""
+    value = os.environ.get("SEARCHENGINE_VECTOR_MEMORY", "").strip().upper()
+    if value:
+        scale = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}.get(value[-1:], 1)
+        return int(float(value.rstrip("KMGTB") or 0) * scale)
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 4
+    except (ValueError, OSError, AttributeError):
+        return 4 << 30
+
+
+def _on_ray() -> bool:
+    """Whether this process is a Ray driver (index --cluster): shards are then filled there."""
+    import sys
+
+    ray = sys.modules.get("ray")
+    return bool(ray is not None and ray.is_initialized())
 
 
 def exact_below() -> int:
@@ -82,7 +109,11 @@ class VectorCache:
         return (st.st_ino, st.st_mtime_ns, st.st_size)
 
     def _load(self) -> None:
-        loaded = ann.load(self.path)
+        for _ in range(3):  # a writer replaced the file (and its on-disk base) as we read it
+            before = self._file_signature()
+            loaded = ann.load(self.path)
+            if loaded is not None or self._file_signature() == before:
+                break
         self.signature = self._file_signature()
         if loaded is None:
             self.index, self.state = None, {"max_id": 0, "tomb_seq": 0}
@@ -137,9 +168,9 @@ class VectorCache:
 
     def rebuild_if_needed(self) -> bool:
         """Writer side: move to the index type the space's size calls for (exact below the
-        threshold, IVF above; retrained as it grows; rebuilt when the model's vector size
-        changed). Built beside the old one, which keeps answering until the new file
-        replaces it."""
+        threshold, IVF above; retrained as it grows; on disk past the RAM budget; rebuilt
+        when the model's vector size changed). Built beside the old one, which keeps
+        answering until the new file replaces it."""
         dim = self.catalog.newest_dim(self.space, self.level)
         if self.index is not None and self.index.dim == dim:
             n = len(self.index)  # caught up: it holds every vector of this size
@@ -147,31 +178,82 @@ class VectorCache:
             n = self.catalog.count_vectors(self.space, self.level)
         if n == 0 or dim is None:
             return False
+        ram = vector_memory()
         if self.index is not None and self.index.dim == dim:
             trained_on = int(self.state.get("trained_on", len(self.index)))
-            if not ann.needs_rebuild(self.index.spec, trained_on, n, exact_below=exact_below()):
+            stale = isinstance(self.index, ondisk.OnDiskIVFIndex) and self.index.stale()
+            if not stale and not ann.needs_rebuild(
+                self.index.spec, trained_on, n, exact_below=exact_below(), ram=ram
+            ):
                 return False
-        spec = ann.choose(n, dim, exact_below=exact_below())
-        index = ann.build(spec, dim)
+        spec = ann.place(n, dim, exact_below=exact_below(), ram=ram)
         faiss_threads(build_threads())
-        if spec.kind != "flat":
-            index.train(self.catalog.sample_vectors(self.space, spec.train_size, level=self.level))
         state: dict[str, Any] = {"max_id": 0, "tomb_seq": self.catalog.tomb_seq(), "trained_on": n}
+        if spec.kind == ondisk.OnDiskIVFIndex.kind:
+            index: ann.VectorIndex = self._build_on_disk(spec, dim, state)
+        else:
+            index = ann.build(spec, dim)
+            if spec.kind != "flat":
+                sample = self.catalog.sample_vectors(self.space, spec.train_size, level=self.level)
+                index.train(sample)
+            for ids, rows in self._pages(dim, state):
+                index.add(ids, rows)
+        faiss_threads(1)
+        self.index, self.state, self.dirty = index, state, True
+        self.refresh()  # tombstones made while building
+        return True
+
+    def _pages(self, dim: int, state: dict[str, Any]) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """The space's vectors of size `dim`, in id order; state["max_id"] follows."""
         while True:
             ids, blobs = self.catalog.vectors_after(
                 self.space, state["max_id"], CATCH_UP_ROWS, self.level
             )
             if not len(ids):
-                break
+                return
+            state["max_id"] = int(ids[-1])
             keep = np.fromiter((len(b) == 2 * dim for b in blobs), bool, len(blobs))
             if keep.any():
-                rows = decode_vectors([b for b, k in zip(blobs, keep, strict=True) if k])
-                index.add(ids[keep], rows)
-            state["max_id"] = int(ids[-1])
-        faiss_threads(1)
-        self.index, self.state, self.dirty = index, state, True
-        self.refresh()  # tombstones made while building
-        return True
+                yield ids[keep], decode_vectors([b for b, k in zip(blobs, keep, strict=True) if k])
+
+    def _build_on_disk(
+        self, spec: ann.IndexSpec, dim: int, state: dict[str, Any]
+    ) -> ondisk.OnDiskIVFIndex:
+        """A new base folder beside the cache file, filled in shards (on the Ray cluster when
+        this process is connected to one: `index --cluster`); the old base stays until the
+        new cache file names the new one (Store.sync removes it then)."""
+        folder = self.path.with_name(f"{self.path.stem}.ondisk-{time.time_ns()}")
+        sample = self.catalog.sample_vectors(self.space, spec.train_size, level=self.level)
+
+        def shards() -> Iterator[tuple[np.ndarray, np.ndarray]]:
+            ids_, rows_ = [], []
+            held = 0
+            for ids, rows in self._pages(dim, state):
+                ids_.append(ids)
+                rows_.append(rows)
+                held += len(ids)
+                if held >= SHARD_ROWS:
+                    yield np.concatenate(ids_), np.concatenate(rows_)
+                    ids_, rows_, held = [], [], 0
+            if held:
+                yield np.concatenate(ids_), np.concatenate(rows_)
+
+        ondisk.build(folder, spec, sample, shards, parallel=_on_ray())
+        return ondisk.OnDiskIVFIndex.open(folder, base_max_id=int(state["max_id"]))
+
+    def bases(self) -> list[Path]:
+        """This cache's on-disk base folders, the one in use included."""
+        return sorted(self.path.parent.glob(f"{self.path.stem}.ondisk-*"))
+
+    def drop_old_bases(self) -> None:
+        """Base folders no saved cache file names: replaced ones, or builds cut short. A
+        reader still searching a removed one keeps its mapping until it reloads."""
+        keep = self.index.base_dir.name if isinstance(self.index, ondisk.OnDiskIVFIndex) else ""
+        if self.dirty:
+            return  # the saved file may still name the old base
+        for folder in self.bases():
+            if folder.name != keep:
+                shutil.rmtree(folder, ignore_errors=True)
 
     def save(self) -> None:
         if not self.dirty or self.index is None:
@@ -253,6 +335,7 @@ class Store:
                 if rebuild:
                     vc.rebuild_if_needed()
                 vc.save()
+                vc.drop_old_bases()
                 applied.append(int(vc.state["tomb_seq"]))
         if applied and min(applied) > self.catalog.pruned_through():
             self.catalog.prune_tombstones(min(applied))

@@ -1,6 +1,7 @@
 """Vector indexes by size: one interface (base), one module per index type, a factory.
 
 spec = choose(n, dim)              # flat below a threshold, IVF above
+spec = place(n, dim, ram=budget)   # ... or IVF-PQ on disk when the codes pass the RAM budget
 index = build(spec, dim); index.train(sample); index.add(ids, rows)
 index.save(path, state); index, state = load(path)
 """
@@ -11,9 +12,11 @@ from searchengine.store.vectors.factory import (
     build,
     choose,
     needs_rebuild,
+    place,
 )
 from searchengine.store.vectors.flat import FlatIndex
 from searchengine.store.vectors.ivf import IVFIndex
+from searchengine.store.vectors.ondisk import OnDiskIVFIndex
 
 __all__ = [
     "DEFAULT_EXACT_BELOW",
@@ -26,4 +29,6 @@ __all__ = [
     "choose",
     "load",
     "needs_rebuild",
+    "OnDiskIVFIndex",
+    "place",
 ]

@@ -165,7 +165,10 @@ class FaissIndex(VectorIndex):
         self._mapped = mapped
 
     @classmethod
-    def _from_faiss(cls, index: faiss.Index, meta: dict[str, Any], mapped: bool) -> FaissIndex:
+    def _from_faiss(
+        cls, index: faiss.Index, meta: dict[str, Any], mapped: bool, path: Path
+    ) -> FaissIndex:
+        """The index read from `path` with its header `meta` (ValueError: not usable)."""
         if int(index.d) != int(meta["dim"]):
             raise ValueError("dimension in header and index disagree")
         return cls(index, IndexSpec.from_dict(meta["spec"]), mapped=mapped)
@@ -228,7 +231,11 @@ class FaissIndex(VectorIndex):
         from searchengine.store.vectors import storage
 
         header = {"kind": self.kind, "dim": self.dim, "spec": self.spec.to_dict(), "state": state}
-        storage.write(Path(path), self._index, header)
+        storage.write(Path(path), self._index, {**header, **self._header_extra()})
+
+    def _header_extra(self) -> dict[str, Any]:
+        """What a kind saves beside its FAISS bytes (the on-disk kind: where its base is)."""
+        return {}
 
 
 def load(path: Path, mmap: bool = True) -> tuple[VectorIndex, dict[str, Any]] | None:
@@ -249,8 +256,8 @@ def load(path: Path, mmap: bool = True) -> tuple[VectorIndex, dict[str, Any]] | 
     if index is None:
         return None
     try:
-        vindex = cls._from_faiss(index, header, mapped=mmap)
-    except (ValueError, KeyError, TypeError, RuntimeError):
+        vindex = cls._from_faiss(index, header, mmap, Path(path))
+    except (ValueError, KeyError, TypeError, RuntimeError, OSError):
         return None
     state = header.get("state")
     return vindex, state if isinstance(state, dict) else {}

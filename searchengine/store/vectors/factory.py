@@ -23,6 +23,7 @@ LISTS_PER_PROBE = 32  # scan 1/32 of the lists: ~n/32 codes per query
 SQ_CANDIDATES = 10  # 4-bit codes: re-scoring 10 k candidates reaches recall@10 ~0.99 at 1M
 PQ_CANDIDATES = 20  # PQ codes lose more: fetch 20 k
 ID_BYTES = 8
+ONDISK = "ivf-ondisk"
 
 
 def nlist_for(n: int) -> int:
@@ -92,8 +93,22 @@ def choose(
     return pq if fits(pq) else replace(pq, pq_m=pq_m_for(dim, 8))
 
 
+def place(
+    n: int, dim: int, *, exact_below: int = DEFAULT_EXACT_BELOW, ram: int | None = None
+) -> IndexSpec:
+    """`choose`, then, when that index's codes would not fit `ram` bytes, an on-disk IVF whose
+    codes do (ondisk.py): the process keeps only centroids and code books, and the page
+    cache can hold the lists."""
+    spec = choose(n, dim, exact_below=exact_below)
+    if ram is None or n * bytes_per_vector(spec) <= ram:
+        return spec
+    small = choose(n, dim, exact_below=0, memory_budget=ram)
+    return spec if small.kind == FlatIndex.kind else replace(small, kind=ONDISK)
+
+
 def build(spec: IndexSpec, dim: int) -> VectorIndex:
-    """An empty index for `spec`; IVF kinds need `train(sample rows)` before `add`."""
+    """An empty index for `spec`; IVF kinds need `train(sample rows)` before `add`.
+    (The on-disk kind is built by ondisk.build from the whole space instead.)"""
     if spec.kind == FlatIndex.kind:
         return FlatIndex(dim, spec)
     if spec.kind == IVFIndex.kind:
@@ -108,6 +123,7 @@ def needs_rebuild(
     *,
     exact_below: int = DEFAULT_EXACT_BELOW,
     memory_budget: int | None = None,
+    ram: int | None = None,
 ) -> bool:
     """Whether the index in use no longer suits the space (`trained_on`: n when it was built).
 
@@ -115,7 +131,17 @@ def needs_rebuild(
     half the threshold, so a space near it does not flip back and forth. An IVF is rebuilt
     when the space grew or shrank 4x since training (its lists are then far too long or too
     many for good recall at the chosen nprobe), or when the budget calls for other codes.
+    An in-memory index moves to disk once its codes pass `ram`, and back only below half.
+    (An on-disk index is also rebuilt when its delta grows: OnDiskIVFIndex.stale.)
     """
+    if spec_in_use.kind == ONDISK:
+        if trained_on > 0 and (n_now > 4 * trained_on or 4 * n_now < trained_on):
+            return True
+        inside = choose(n_now, spec_in_use.dim, exact_below=exact_below)
+        return ram is None or 2 * n_now * bytes_per_vector(inside) < ram
+    want = place(n_now, spec_in_use.dim, exact_below=exact_below, ram=ram)
+    if want.kind == ONDISK:
+        return True
     want = choose(n_now, spec_in_use.dim, exact_below=exact_below, memory_budget=memory_budget)
     if spec_in_use.kind != IVFIndex.kind:
         return want.kind != spec_in_use.kind

@@ -72,15 +72,20 @@ class IVFIndex(FaissIndex):
     def _search(
         self, queries: np.ndarray, k: int, allowed: Allowed | None
     ) -> tuple[np.ndarray, np.ndarray]:
+        if allowed is None:
+            return self._scan(queries, k, None, 1.0)
+        return self._scan(queries, k, allowed.selector(), allowed.count / max(1, len(self)))
+
+    def _scan(
+        self, queries: np.ndarray, k: int, sel: faiss.IDSelector | None, share: float
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Search with a FAISS selector passing about `share` of the ids."""
         nlist = int(self._ivf.nlist)
         nprobe = min(nlist, max(1, self.spec.nprobe))
-        sel = None
-        if allowed is not None:
-            sel = allowed.selector()
+        if sel is not None:
             # A filter passing a fraction f of the ids: scan about 1/f as many lists, so as
             # many allowed candidates are seen as an unfiltered search sees.
-            share = min(1.0, allowed.count / max(1, len(self)))
-            nprobe = min(nlist, math.ceil(nprobe / share))
+            nprobe = min(nlist, math.ceil(nprobe / max(min(1.0, share), 1e-9)))
         scores, ids = self._index.search(
             queries, k, params=faiss.SearchParametersIVF(sel=sel, nprobe=nprobe)
         )
