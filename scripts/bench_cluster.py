@@ -13,7 +13,10 @@ calibration already exist, so only the files' own work is timed:
   committed per second of commit time;
 - efficiency: (files/s with w workers) / (w x files/s with 1 worker).
 
-    OMP_NUM_THREADS=1 .venv/bin/python scripts/bench_cluster.py --files 300 --workers 1,2,4
+Each configuration runs `--repeat` times, interleaved (local, 1, 2, 4, local, 1, ...), so a
+change of load during the run touches every configuration alike; medians are reported.
+
+    OMP_NUM_THREADS=1 .venv/bin/python scripts/bench_cluster.py --files 300 --repeat 3
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import json
 import os
 import platform
 import shutil
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -100,11 +104,22 @@ def trial(tpl: Path, root: Path, where: Path, workers: int | None, address: str)
     }
 
 
+def median_row(rows: list[dict]) -> dict:
+    """Per field, the median over runs of one configuration."""
+    out = dict(rows[0])
+    for key, value in rows[0].items():
+        if isinstance(value, (int, float)) and key != "workers" and value is not None:
+            out[key] = round(statistics.median(r[key] for r in rows), 3)
+    out["embed_s_runs"] = [r["embed_s"] for r in rows]
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--files", type=int, default=300)
     ap.add_argument("--workers", default="1,2,4")
     ap.add_argument("--cpus", type=int, default=4, help="logical CPUs of the local cluster")
+    ap.add_argument("--repeat", type=int, default=1, help="runs per configuration (medians)")
     args = ap.parse_args()
     os.environ.setdefault("SEARCHENGINE_OFFLINE", "1")
     out = Path(tempfile.mkdtemp(prefix="bench-cluster-"))
@@ -119,16 +134,23 @@ def main() -> None:
                           f"{os.cpu_count()} cores", "load_average": os.getloadavg()}))
         root = corpus(out / "notes", args.files)
         tpl = template(out)
-        rows = [trial(tpl, root, out / "local", None, nodes.address)]
-        print(json.dumps(rows[-1]), flush=True)
-        for w in (int(x) for x in args.workers.split(",")):
-            rows.append(trial(tpl, root, out / f"w{w}", w, nodes.address))
-            print(json.dumps(rows[-1]), flush=True)
+        configs: list[int | None] = [None, *(int(x) for x in args.workers.split(","))]
+        runs: dict[str, list[dict]] = {}
+        for r in range(args.repeat):
+            for w in configs:
+                where = out / f"{w or 'local'}-{r}"
+                row = trial(tpl, root, where, w, nodes.address)
+                shutil.rmtree(where, ignore_errors=True)
+                row["load_average"] = os.getloadavg()[0]
+                runs.setdefault(str(row["workers"]), []).append(row)
+                print(json.dumps(row), flush=True)
+        rows = [median_row(runs[str(w or "local")]) for w in configs]
         one = next(r for r in rows if r["workers"] == 1)["files_per_s"]
-        for r in rows[1:]:
-            eff = r["files_per_s"] / (one * r["workers"])
-            print(json.dumps({"workers": r["workers"], "speedup": round(r["files_per_s"] / one, 2),
-                              "efficiency": round(eff, 2)}))
+        for r in rows:
+            if r["workers"] != "local":
+                r["speedup"] = round(r["files_per_s"] / one, 2)
+                r["efficiency"] = round(r["files_per_s"] / (one * r["workers"]), 2)
+            print(json.dumps({"median_of": args.repeat, **r}))
         print(json.dumps({"load_average_after": os.getloadavg()}))
     finally:
         if ray.is_initialized():
