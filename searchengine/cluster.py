@@ -8,12 +8,16 @@ each model loads once per worker process, and runs the same decode and embed cod
 run (`Indexer._decoded` and `Indexer._embed_batch`). Vectors, segments and reasons come back
 as the indexer's own `_Work` records.
 
-Faults: a worker that dies mid-batch (killed, out of memory, a decoder crash) is restarted
-by Ray (`max_restarts`) and its batch is sent again, to another worker when there is one; a
-batch that keeps killing workers is split into single files, and a file that still kills
-its worker is recorded as failed with that reason. A driver killed mid-run leaves committed
-batches committed (one transaction each); the next run finds the rest unchanged-on-disk but
-missing from the catalog and does them.
+Faults (the rules live in `clusterpool`): a worker that dies mid-batch (killed, out of
+memory, a decoder crash) is restarted by Ray (`max_restarts`) and its batch is sent again, to
+another worker when there is one; so is a batch whose result was lost (object lost, owner
+died) or whose node died, or that failed with any other Ray error. A batch that keeps
+failing is split into single files, and a file that still fails is recorded as failed with
+the reason; an exception in the worker's own code fails its batch only. When a node is lost
+the pool shrinks to what the alive nodes can host (a worker restarting with no free CPU
+would wait for ever), and with no node able to host one the files left fail as transient.
+A driver killed mid-run leaves committed batches committed (one transaction each); the next
+run finds the rest unchanged-on-disk but missing from the catalog and does them.
 
 Workers read files at the driver's paths (one machine, or a shared file system) and find
 model weights from the index's model settings; a worker without a model leaves the files
@@ -29,7 +33,8 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from searchengine.crawler import Entry, display_path
+from searchengine.clusterpool import Item, Pool, capacity
+from searchengine.crawler import display_path
 from searchengine.encoders.identity import HashMemo, identity
 from searchengine.encoders.registry import SPACES, ModelRegistry, _driver
 from searchengine.errors import UserError
@@ -38,7 +43,6 @@ from searchengine.indexer import (
     Indexer,
     IndexSummary,
     ProgressFn,
-    _guess_type,
     _Work,
     decode_timeout,
 )
@@ -47,21 +51,8 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from searchengine.config import IndexConfig
-    from searchengine.store.catalog import FileRecord
     from searchengine.store.store import Store
 
-Item = tuple[Entry, "FileRecord | None", "str | None"]
-
-BATCH_FILES = 16
-BATCH_BYTES = 64 << 20
-"""A batch ends at this many files or bytes on disk (a long video goes alone)."""
-IN_FLIGHT_PER_WORKER = 2
-"""Batches queued per worker: one running, one waiting, so no worker idles on the driver."""
-TRIES = 3
-"""Times a batch is sent before it is split; a single file after that is failed. This, not
-a cap on actor restarts, bounds the retries: a capped actor dies for good after a few
-crashing files, and every file sent to it after that would be failed for nothing."""
-WORKER_DIED = "a cluster worker died while decoding or embedding this file ({n} tries)"
 NO_RAY = "--cluster needs Ray: pip install 'searchengine[cluster]'"
 CONNECT_TIMEOUT_S = 5.0
 FORWARDED = ("SEARCHENGINE_OFFLINE", "SEARCHENGINE_DECODE_TIMEOUT", "HF_HOME", "XDG_CACHE_HOME")
@@ -159,18 +150,15 @@ class _Actor:
     def __init__(self, config: IndexConfig) -> None:
         self.embedder = RemoteEmbedder(config)
 
-    def run_batch(self, items: list[Item]) -> tuple[list[_Work], list[str], dict[str, str]]:
-        return self.embedder.run_batch(items)
+    def run_batch(self, items: list[Item]) -> tuple[list[_Work], list[str], dict[str, str], str]:
+        """The embedder's records, notes and identities, and this worker's node (the pool
+        ends workers on dead nodes first)."""
+        import ray
+
+        return (*self.embedder.run_batch(items), ray.get_runtime_context().get_node_id())
 
     def pid(self) -> int:
         return os.getpid()
-
-
-@dataclass
-class _Batch:
-    items: list[Item]
-    tries: int = 0
-    avoid: Any = None  # the actor it last failed on
 
 
 @dataclass
@@ -226,55 +214,15 @@ class ClusterIndexer(Indexer):
         if not todo:
             return
         import ray
-        from ray.exceptions import ActorUnavailableError, RayActorError, RayTaskError
 
         began = time.monotonic()
-        actors = self._pool(ray, len(todo))
-        self.stats.workers = len(actors)
-        queue = [_Batch(b) for b in _batches(todo)]
-        queue.reverse()  # pop() takes the first
-        running: dict[Any, tuple[_Batch, Any]] = {}
-        load = {id(a): 0 for a in actors}
+        pool = Pool(ray, *self._pool(ray, len(todo)), note=summary.note)
+        self.stats.workers = len(pool.actors)
         done, total = 0, len(todo)
         last_save = time.monotonic()
         report("embed", 0, total, "")
         try:
-            while queue or running:
-                while queue and min(load.values()) < IN_FLIGHT_PER_WORKER:
-                    batch = queue.pop()
-                    actor = min(
-                        actors,
-                        key=lambda a, b=batch: (a is b.avoid, load[id(a)]),  # type: ignore[misc]
-                    )
-                    running[actor.run_batch.remote(batch.items)] = (batch, actor)
-                    load[id(actor)] += 1
-                    self.stats.batches += 1
-                t0 = time.monotonic()
-                ready, _ = ray.wait(list(running), num_returns=1)
-                self.stats.wait_s += time.monotonic() - t0
-                ref = ready[0]
-                batch, actor = running.pop(ref)
-                load[id(actor)] -= 1
-                made: dict[str, str] = {}
-                try:
-                    works, notes, made = ray.get(ref)
-                except ActorUnavailableError:
-                    # the worker is restarting after another batch killed it: not a try
-                    # of this batch; sent again once the pause lets the restart go on
-                    time.sleep(0.2)
-                    queue.append(batch)
-                    continue
-                except RayActorError:
-                    self.stats.retried += 1
-                    queue += reversed(self._again(batch, actor))
-                    works, notes = self._given_up(batch), []
-                except RayTaskError as exc:  # a bug in the worker's code: one batch, not the run
-                    cause = (str(exc.cause).splitlines() or ["?"])[0][:200]
-                    why = f"cluster worker error: {cause}"
-                    works = [_failed(it, why, True) for it in batch.items]
-                    notes = []
-                if not works:
-                    continue
+            for works, notes, made in pool.results(todo):
                 for line in notes:
                     summary.note(line)
                 self._made_by(made, summary)
@@ -288,8 +236,10 @@ class ClusterIndexer(Indexer):
                     self.store.sync(SPACES, rebuild=False)
                     last_save = time.monotonic()
         finally:
-            for actor in actors:
-                ray.kill(actor, no_restart=True)
+            pool.close()
+            self.stats.batches += pool.sent
+            self.stats.retried += pool.retried
+            self.stats.wait_s += pool.wait_s
             self.stats.process_s += time.monotonic() - began
         report("embed", done, total, "")
 
@@ -309,29 +259,20 @@ class ClusterIndexer(Indexer):
         for space, ident in self.made_by.items():
             self.catalog.record_model_identity(space, self.config.model_key(space), ident)
 
-    def _again(self, batch: _Batch, actor: Any) -> list[_Batch]:
-        """A batch whose worker died: sent again elsewhere, then split into single files."""
-        batch.tries += 1
-        batch.avoid = actor
-        if batch.tries < TRIES:
-            return [batch]
-        if len(batch.items) > 1:
-            return [_Batch([item], avoid=actor) for item in batch.items]
-        return []
-
-    def _given_up(self, batch: _Batch) -> list[_Work]:
-        """The file of a single-file batch that killed its worker every time, as failed."""
-        if batch.tries < TRIES or len(batch.items) > 1:
-            return []
-        return [_failed(batch.items[0], WORKER_DIED.format(n=batch.tries), False)]
-
-    def _pool(self, ray: Any, files: int) -> list[Any]:
-        """One actor per CPU of the cluster (or `workers`), never more than files."""
+    def _pool(self, ray: Any, files: int) -> tuple[list[Any], dict[str, float]]:
+        """One actor per CPU of the cluster (or `workers`), never more than files nor than
+        the alive nodes can host (an actor without room would wait for ever); the actors
+        and what each takes."""
         resources = ray.cluster_resources()
         wanted = self.workers or max(1, int(resources.get("CPU", 1)))
         wanted = max(1, min(wanted, files))
-        remote = ray.remote(**actor_options(resources, wanted))(_Actor)
-        return [remote.remote(self.config) for _ in range(wanted)]
+        options = actor_options(resources, wanted)
+        room = capacity(ray.nodes(), _need(options))
+        if 0 < room < wanted:
+            wanted = room
+            options = actor_options(resources, wanted)
+        remote = ray.remote(**options)(_Actor)
+        return [remote.remote(self.config) for _ in range(wanted)], _need(options)
 
 
 def actor_options(resources: dict[str, float], actors: int) -> dict[str, Any]:
@@ -347,25 +288,6 @@ def actor_options(resources: dict[str, float], actors: int) -> dict[str, Any]:
     return options
 
 
-def _failed(item: Item, reason: str, transient: bool) -> _Work:
-    entry, record, sha = item
-    work = _Work(entry=entry, record=record, sha=sha, state="failed", reason=reason)
-    work.transient = transient
-    work.file_type = record.type if record is not None else _guess_type(entry.path)
-    return work
-
-
-def _batches(todo: list[Item]) -> list[list[Item]]:
-    """Consecutive files, cut at BATCH_FILES files or BATCH_BYTES bytes."""
-    out: list[list[Item]] = []
-    batch: list[Item] = []
-    size = 0
-    for item in todo:
-        if batch and (len(batch) >= BATCH_FILES or size + item[0].size > BATCH_BYTES):
-            out.append(batch)
-            batch, size = [], 0
-        batch.append(item)
-        size += item[0].size
-    if batch:
-        out.append(batch)
-    return out
+def _need(options: dict[str, Any]) -> dict[str, float]:
+    """What one actor takes, as `clusterpool.capacity` counts it."""
+    return {"CPU": float(options["num_cpus"]), "GPU": float(options.get("num_gpus", 0))}
