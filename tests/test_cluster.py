@@ -9,6 +9,7 @@ import json
 import shutil
 import signal
 import sqlite3
+import time
 import wave
 from pathlib import Path
 
@@ -18,7 +19,7 @@ import ray  # noqa: E402  (the test install has it: searchengine[cluster])
 from PIL import Image
 from sqlalchemy import select
 
-from searchengine import Engine
+from searchengine import Engine, clusterpool
 from searchengine.engine import QUERY_MODELS
 from searchengine.errors import UserError
 from searchengine.store.catalog import files, segments
@@ -30,11 +31,20 @@ MB = 1 << 20
 
 @pytest.fixture(scope="module")
 def cluster():
-    """A head node and a worker node, one CPU and 100 MB of object store each."""
+    """A head node and a worker node, one CPU and 100 MB of object store each. A node whose
+    processes are killed is known dead in about 1.5 s (3 failed health checks 0.5 s apart;
+    Ray's default takes tens of seconds), with a 3 s answer limit per check, so a node
+    slowed by a loaded machine is not taken for dead."""
     from ray.cluster_utils import Cluster
 
     small = {"num_cpus": 1, "object_store_memory": 100 * MB}
-    nodes = Cluster(initialize_head=True, head_node_args={**small, "include_dashboard": False})
+    checks = {
+        "health_check_period_ms": 500,
+        "health_check_timeout_ms": 3000,
+        "health_check_failure_threshold": 3,
+    }
+    head = {**small, "include_dashboard": False, "_system_config": checks}
+    nodes = Cluster(initialize_head=True, head_node_args=head)
     try:
         nodes.add_node(**small)
         yield nodes
@@ -193,6 +203,35 @@ def test_a_killed_driver_leaves_an_index_that_answers_and_completes(
         assert eng.search("planets and moons", k=5) is not None
     summary = build(root, index, (flags, checkpoint), cluster.address, exports=reference[1])
     assert summary.added == 18 - len(committed)
+    same(snapshot(index, root), reference[0])
+
+
+def test_a_node_lost_mid_run_shrinks_the_pool_and_the_run_completes(
+    cluster, media, reference, tmp_path, monkeypatch
+):
+    """The second node is killed (SIGKILL, all its processes) as the first batch commits.
+    Its worker cannot restart anywhere (the head's one CPU is taken), so the pool shrinks to
+    the head's worker, which does every file left; the index equals a local run. Runs after
+    the tests that need two nodes: the node is not added back."""
+    root, (flags, checkpoint) = media
+    monkeypatch.setattr(clusterpool, "BATCH_FILES", 2)  # 9 batches: most still to send
+    second = next(iter(cluster.worker_nodes))
+    killed: list[float] = []
+
+    def progress(phase: str, done: int, total: int, path: str) -> None:
+        if phase == "embed" and done and not killed:
+            cluster.remove_node(second, allow_graceful=False)
+            killed.append(time.monotonic())
+            while any(n["Alive"] for n in ray.nodes() if n["NodeID"] == second.node_id):
+                assert time.monotonic() - killed[0] < 30, "Ray never saw the node die"
+                time.sleep(0.1)  # the pool learns it from Ray, as it would in real life
+
+    index = tmp_path / "index"
+    with Engine(index, create=True, models=flags, clip_pretrained=checkpoint) as eng:
+        shutil.copytree(reference[1] / QUERY_MODELS, index / QUERY_MODELS)
+        summary = eng.index([root], progress, cluster=cluster.address, cluster_workers=2)
+    assert killed and (summary.added, summary.failed) == (18, 1)
+    assert any("the pool went from 2 to 1" in note for note in summary.notes), summary.notes
     same(snapshot(index, root), reference[0])
 
 
