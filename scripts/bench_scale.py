@@ -806,10 +806,11 @@ def ms(s: float) -> str:
 def describe_cache(spec: dict | None) -> str:
     if spec is None:
         return "none"
-    if spec["kind"] != "ivf":
+    if spec["kind"] not in ("ivf", "ivf-ondisk"):
         return spec["kind"]
     codes = f"PQ{spec['pq_m']}" if spec.get("pq_m") else f"SQ{spec.get('sq') or 8}"
-    return f"IVF{spec['nlist']},{codes} nprobe {spec['nprobe']}"
+    where = " on disk" if spec["kind"] == "ivf-ondisk" else ""
+    return f"IVF{spec['nlist']},{codes}{where} nprobe {spec['nprobe']}"
 
 
 def report(out: Path, command: str) -> str:

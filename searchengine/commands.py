@@ -602,7 +602,11 @@ def status(index: IndexOpt = None, json_out: JsonOpt = False) -> None:
             out().print(f"ocr   {sp['weights']}", markup=False)
             continue
         mark = "ok" if sp["available"] else "missing"
-        out().print(f"{space:<5} {sp['model']}  vectors={sp['vectors']}  weights {mark}")
+        kind = f" ({sp['vector_index']})" if sp.get("vector_index") else ""
+        out().print(
+            f"{space:<5} {sp['model']}  vectors={sp['vectors']}{kind}  weights {mark}",
+            markup=False,
+        )
         if not sp["available"]:
             out().print(f"      {sp['weights']}", markup=False)
         if "adapter" in sp:

@@ -663,6 +663,8 @@ class Engine(VoiceMethods):
         for row in self.models.report():
             space = str(row.pop("space"))
             spaces[space] = {**row, "vectors": stored.get(space, ("", 0))[1]}
+            if space != "ocr":
+                spaces[space]["vector_index"] = self.store.index_kind(space)
             if space in tuned:  # a query adapter from `searchengine tune`
                 why = query_adapters.why_unused(
                     tuned[space], self.catalog, space, self.config.model_key(space)

@@ -86,6 +86,8 @@ def test_space_past_the_ram_budget_is_searched_from_disk_and_kept_in_step(
     first = cache.bases()
     assert len(first) == 1 and (first[0] / "merged.ivfdata").exists()
     assert store.cache("text", "file").index.spec.kind == "flat"  # 200 file vectors fit
+    assert store.index_kind("text").endswith(",PQ48 on disk")  # what `status` shows
+    assert store.index_kind("text", "file") == "exact"
 
     rng = np.random.default_rng(5)
     stored = store.catalog.vectors(store.catalog.vector_ids("text")[::40].tolist())[1]

@@ -303,6 +303,16 @@ class Store:
             vc.seen = seen
         return vc
 
+    def index_kind(self, space: str, level: str = "segment") -> str | None:
+        """How the space's saved cache searches ("exact", "IVF...,SQ4", "... on disk"),
+        from the file's header alone; None before the first sync."""
+        from searchengine.store.vectors import storage
+
+        header = storage.peek_header(self.dir / f"{space}.{level}.faiss")
+        if header is None or not isinstance(header.get("spec"), dict):
+            return None
+        return ann.IndexSpec.from_dict(header["spec"]).describe()
+
     def mixed(self, space: str, model: str) -> bool:
         """Whether the space still holds vectors of a model other than `model`, checked
         again only after a commit."""

@@ -99,6 +99,13 @@ class IndexSpec:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    def describe(self) -> str:
+        """For people: "exact", "IVF1265,SQ4" or "IVF4000,PQ48 on disk"."""
+        if not self.nlist:
+            return "exact" if self.kind == "flat" else self.kind
+        codes = f"PQ{self.pq_m}" if self.pq_m else f"SQ{self.sq or 8}"
+        return f"IVF{self.nlist},{codes}" + (" on disk" if self.kind == "ivf-ondisk" else "")
+
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> IndexSpec:
         known = {f.name for f in fields(cls)}

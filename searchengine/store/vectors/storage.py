@@ -106,6 +106,26 @@ def read_header(path: Path) -> dict[str, Any] | None:
     return header if isinstance(header, dict) else None
 
 
+def peek_header(path: Path) -> dict[str, Any] | None:
+    """The JSON header without checking the FAISS bytes' checksum (for status: no read of a
+    large file); None when missing or not ours."""
+    try:
+        with open(path, "rb") as fh:
+            size = os.fstat(fh.fileno()).st_size
+            if size < TRAILER.size:
+                return None
+            fh.seek(size - TRAILER.size)
+            magic, faiss_len, body_len, _, body_crc = TRAILER.unpack(fh.read(TRAILER.size))
+            if magic != MAGIC or faiss_len + body_len + TRAILER.size != size:
+                return None
+            fh.seek(faiss_len)
+            body = fh.read(body_len)
+        header = json.loads(body) if zlib.crc32(body) == body_crc else None
+    except (OSError, ValueError, struct.error):
+        return None
+    return header if isinstance(header, dict) else None
+
+
 def read_index(path: Path, mmap: bool) -> faiss.Index | None:
     """The FAISS index at the start of `path` (call read_header first to validate the file)."""
     try:
