@@ -1,12 +1,14 @@
 """Indexing through a real local Ray cluster (a head and a second node, separate processes):
 the same files, segments, vectors and answers as a local run; a worker killed mid-batch is
-retried elsewhere; a driver killed mid-run leaves an index that answers and completes
-(issue 15)."""
+retried elsewhere; a worker that keeps dying is restarted; a driver killed mid-run leaves an
+index that answers and completes; a node killed mid-run shrinks the pool and the run
+completes (issue 15). Each cluster run costs seconds of worker start-up (a process, torch,
+the text model), so one run proves several things where it can. The fault rules for every
+Ray error are tested without a cluster in test_clusterpool.py."""
 
 from __future__ import annotations
 
 import json
-import shutil
 import signal
 import sqlite3
 import time
@@ -19,9 +21,9 @@ import ray  # noqa: E402  (the test install has it: searchengine[cluster])
 from PIL import Image
 from sqlalchemy import select
 
-from searchengine import Engine, clusterpool
-from searchengine.engine import QUERY_MODELS
+from searchengine import Engine
 from searchengine.errors import UserError
+from searchengine.indexer import Indexer
 from searchengine.store.catalog import files, segments
 from tests.conftest import run_cli, write_corpus
 
@@ -76,14 +78,27 @@ def media(tmp_path_factory, test_models) -> tuple[Path, tuple[str, ...]]:
     return root, (flags, str(test_models["clip_checkpoint"]))
 
 
-def build(root: Path, where: Path, models, cluster: str | None = None, exports: Path | None = None):
-    """An index run; `exports`: an index whose ONNX query exports (made from the same
-    weights) are copied in first, which saves each cluster test the export's half minute."""
+@pytest.fixture(scope="module", autouse=True)
+def no_query_exports():
+    """No ONNX export of the query towers after each in-process run: it costs more than the
+    run (about 12 s for the text model here) and is tested in test_query_encoders.py. The
+    local and cluster indexes then both answer with the full models, so their answers are
+    still compared like for like."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(Indexer, "_export_query_encoders", lambda self: None)
+        yield
+
+
+def build(
+    root: Path, where: Path, models, cluster: str | None = None, *, workers: int = 2,
+    progress=None,
+):  # fmt: skip
+    """An index run, local or through `cluster` with `workers` workers."""
     flags, checkpoint = models
     with Engine(where, create=True, models=flags, clip_pretrained=checkpoint) as eng:
-        if exports is not None and not (where / QUERY_MODELS).exists():
-            shutil.copytree(exports / QUERY_MODELS, where / QUERY_MODELS)
-        return eng.index([root], cluster=cluster, cluster_workers=2 if cluster else None)
+        return eng.index(
+            [root], progress, cluster=cluster, cluster_workers=workers if cluster else None
+        )
 
 
 def snapshot(index: Path, root: Path):
@@ -125,7 +140,7 @@ def same(a, b) -> None:
 
 
 @pytest.fixture(scope="module")
-def reference(media, tmp_path_factory):
+def reference(media, tmp_path_factory, no_query_exports):
     root, models = media
     index = tmp_path_factory.mktemp("local") / "index"
     summary = build(root, index, models)
@@ -133,56 +148,35 @@ def reference(media, tmp_path_factory):
     return snapshot(index, root), index
 
 
-def test_cluster_run_equals_a_local_run_though_a_worker_is_killed(
-    cluster, media, reference, tmp_path, monkeypatch
-):
-    """One run proves both (each full build costs seconds here): the first worker to start
-    decoding its third file dies (SIGKILL, once); its batch goes to the other node."""
-    root, models = media
-    marker = tmp_path / "killed-once"
-    monkeypatch.setenv("SEARCHENGINE_WORKER_CRASH_AT", "decode-started:3")
-    monkeypatch.setenv("SEARCHENGINE_WORKER_CRASH_ONCE", str(marker))
-    summary = build(root, tmp_path / "index", models, cluster.address, exports=reference[1])
-    assert marker.exists()  # a worker really was killed
-    assert (summary.added, summary.failed) == (18, 1)
-    assert not ray.is_initialized()  # the run closed the connection it made
-    ours = snapshot(tmp_path / "index", root)
-    same(ours, reference[0])
-    assert {r[0] for r in ours[0] if r[1] == "failed"} == {"broken.jpg"}
-    assert {s[0] for s in ours[1] if s[1] == "clap"} == {"hum.wav"}
-    # the workers' weights are recorded as a local run records the driver's
-    assert identities(tmp_path / "index") == identities(reference[1]) != {}
-
-
-def test_a_worker_that_keeps_dying_is_restarted_and_stdout_stays_json(
-    cluster, media, reference, tmp_path
-):
-    """One worker, killed at the first file each of its processes starts decoding, 5 times
+def test_a_worker_that_keeps_dying_is_restarted_and_stdout_stays_json(cluster, media, tmp_path):
+    """One worker, killed at the first file each of its processes starts decoding, 4 times
     in all: more deaths than an actor capped at 3 restarts survives, yet every file is
     indexed (each retried on a restarted worker), and Ray's worker-death messages stay off
     stdout, which holds only the --json summary. (Counted deaths, not "every second file":
     with batches queued ahead, which file comes second depends on timing.)"""
     root = tmp_path / "two"
     root.mkdir()
-    for i in (1, 2):
-        (root / f"doc{i}.txt").write_text(f"document {i} on planets and moons", encoding="utf-8")
+    for i in (1, 2):  # images: the worker that lives loads tiny CLIP only, not the text model
+        Image.new("RGB", (40, 30), (200, 40 * i, 0)).save(root / f"red{i}.png")
     flags, checkpoint = media[1]
     index = tmp_path / "index"
-    with Engine(index, create=True, models=flags, clip_pretrained=checkpoint):
-        shutil.copytree(reference[1] / QUERY_MODELS, index / QUERY_MODELS)
+    with Engine(index, create=True, models=flags, clip_pretrained=checkpoint) as eng:
+        # the CLIP query export, made here where torch is loaded already, so that the run
+        # (a fresh process) does not load torch and CLIP only to export it at the end
+        assert eng.models.export_query_encoders(["clip"]) == {"clip": "exported"}
     res = run_cli(
         "index", str(root), "--index", str(index), "--json",
         "--cluster", cluster.address, "--cluster-workers", "1",
         env={
             "SEARCHENGINE_WORKER_CRASH_AT": "decode-started:1",
             "SEARCHENGINE_WORKER_CRASH_ONCE": str(tmp_path / "death"),
-            "SEARCHENGINE_WORKER_CRASH_TIMES": "5",
+            "SEARCHENGINE_WORKER_CRASH_TIMES": "4",
         },
     )
     assert res.returncode == 0, res.stderr[-2000:]
     summary = json.loads(res.stdout)
     assert (summary["added"], summary["failed"]) == (2, 0), summary["problems"]
-    assert len(list(tmp_path.glob("death*"))) == 5  # the worker really died 5 times
+    assert len(list(tmp_path.glob("death*"))) == 4  # the worker really died 4 times
 
 
 def test_a_killed_driver_leaves_an_index_that_answers_and_completes(
@@ -193,7 +187,7 @@ def test_a_killed_driver_leaves_an_index_that_answers_and_completes(
     args = ["--clip", flags["clip"], "--clip-pretrained", checkpoint, "--clap", flags["clap"]]
     res = run_cli(
         "index", str(root), "--index", str(index), "--speech", "off", *args,
-        "--cluster", cluster.address, "--cluster-workers", "2",
+        "--cluster", cluster.address, "--cluster-workers", "1",
         env={"SEARCHENGINE_CRASH_AT": "batch-committed:1"},
     )
     assert res.returncode == -signal.SIGKILL, res.stderr[-2000:]
@@ -201,38 +195,47 @@ def test_a_killed_driver_leaves_an_index_that_answers_and_completes(
         committed = eng.catalog.all_files()
         assert 0 < len(committed) < 18  # one batch in, one lost
         assert eng.search("planets and moons", k=5) is not None
-    summary = build(root, index, (flags, checkpoint), cluster.address, exports=reference[1])
+    summary = build(root, index, (flags, checkpoint), cluster.address, workers=1)
     assert summary.added == 18 - len(committed)
     same(snapshot(index, root), reference[0])
 
 
-def test_a_node_lost_mid_run_shrinks_the_pool_and_the_run_completes(
+def test_cluster_run_equals_a_local_run_though_a_worker_and_a_node_are_killed(
     cluster, media, reference, tmp_path, monkeypatch
 ):
-    """The second node is killed (SIGKILL, all its processes) as the first batch commits.
-    Its worker cannot restart anywhere (the head's one CPU is taken), so the pool shrinks to
-    the head's worker, which does every file left; the index equals a local run. Runs after
-    the tests that need two nodes: the node is not added back."""
-    root, (flags, checkpoint) = media
-    monkeypatch.setattr(clusterpool, "BATCH_FILES", 2)  # 9 batches: most still to send
+    """One run proves three things (each cluster run costs seconds of worker start-up): the
+    first worker to start decoding its third file dies (SIGKILL, once) and its batch is sent
+    again; the second node is killed (SIGKILL, all its processes) as the first batch commits,
+    and since its worker cannot restart anywhere (the head's one CPU is taken) the pool
+    shrinks to the head's worker, which does what is left; and the index still equals a
+    local run. Last of the cluster tests: the node is not added back."""
+    root, models = media
+    marker = tmp_path / "killed-once"
+    monkeypatch.setenv("SEARCHENGINE_WORKER_CRASH_AT", "decode-started:3")
+    monkeypatch.setenv("SEARCHENGINE_WORKER_CRASH_ONCE", str(marker))
     second = next(iter(cluster.worker_nodes))
     killed: list[float] = []
 
     def progress(phase: str, done: int, total: int, path: str) -> None:
-        if phase == "embed" and done and not killed:
+        if phase == "embed" and done and not killed:  # a batch in, one still out
             cluster.remove_node(second, allow_graceful=False)
             killed.append(time.monotonic())
             while any(n["Alive"] for n in ray.nodes() if n["NodeID"] == second.node_id):
                 assert time.monotonic() - killed[0] < 30, "Ray never saw the node die"
-                time.sleep(0.1)  # the pool learns it from Ray, as it would in real life
+                time.sleep(0.1)  # the pool learns of it from Ray, as in real life
 
     index = tmp_path / "index"
-    with Engine(index, create=True, models=flags, clip_pretrained=checkpoint) as eng:
-        shutil.copytree(reference[1] / QUERY_MODELS, index / QUERY_MODELS)
-        summary = eng.index([root], progress, cluster=cluster.address, cluster_workers=2)
-    assert killed and (summary.added, summary.failed) == (18, 1)
+    summary = build(root, index, models, cluster.address, progress=progress)
+    assert marker.exists() and killed  # a worker and a node really were killed
+    assert (summary.added, summary.failed) == (18, 1)
     assert any("the pool went from 2 to 1" in note for note in summary.notes), summary.notes
-    same(snapshot(index, root), reference[0])
+    assert not ray.is_initialized()  # the run closed the connection it made
+    ours = snapshot(index, root)
+    same(ours, reference[0])
+    assert {r[0] for r in ours[0] if r[1] == "failed"} == {"broken.jpg"}
+    assert {s[0] for s in ours[1] if s[1] == "clap"} == {"hum.wav"}
+    # the workers' weights are recorded as a local run records the driver's
+    assert identities(index) == identities(reference[1]) != {}
 
 
 def test_unreachable_cluster_is_one_line(tmp_path, corpus):
