@@ -202,3 +202,23 @@ def test_shards_filled_as_ray_tasks_give_the_same_index(tmp_path: Path) -> None:
         ray.shutdown()
     assert sorted(remote.ids()) == sorted(local.ids()) == sorted(ids)
     assert np.array_equal(remote.search(rows[:20], 10)[1], local.search(rows[:20], 10)[1])
+
+
+def test_opening_a_base_prints_nothing_on_stdout(tmp_path: Path) -> None:
+    """FAISS prints its on-disk bookkeeping with C printf; `search --json` shares stdout."""
+    rows = clustered(2000, 32, seed=4)
+    ids = np.arange(2000, dtype=np.int64)
+    spec = plan(2000, 32, memory_budget=2000 * 16)
+    folder = build(tmp_path / "base", spec, rows, lambda: iter([(ids, rows)]))
+    code = (
+        "import sys; sys.path.insert(0, sys.argv[1])\n"
+        "from searchengine.store.vectors.ondisk import OnDiskIVFIndex, build\n"
+        "index = OnDiskIVFIndex.open(sys.argv[2], base_max_id=1999)\n"
+        "print(len(index))\n"
+    )
+    res = subprocess.run(
+        [sys.executable, "-c", code, str(REPO), str(folder)],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert res.returncode == 0, res.stderr
+    assert res.stdout == "2000\n"

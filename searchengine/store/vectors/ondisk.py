@@ -23,7 +23,11 @@ removals pass a tenth of the base, the writer builds a new base beside the old o
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import json
+import os
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -46,6 +50,23 @@ IVFDATA = "merged.ivfdata"
 SPEC = "spec.json"
 Shards = Callable[[], Iterator[tuple[np.ndarray, np.ndarray]]]
 """Yields (ids, rows) slices of the space, in any order; called once."""
+
+
+@contextlib.contextmanager
+def _quiet_stdout() -> Iterator[None]:
+    """FAISS's on-disk lists print progress ("resizing ...", "updating ondisk filename") with
+    C printf on standard output, where `search --json` writes its answer: drop it."""
+    sys.stdout.flush()
+    libc = ctypes.CDLL(None)
+    saved, null = os.dup(1), os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(null, 1)
+        yield
+    finally:
+        libc.fflush(None)
+        os.dup2(saved, 1)
+        os.close(saved)
+        os.close(null)
 
 
 def plan(n: int, dim: int, memory_budget: int) -> IndexSpec:
@@ -86,10 +107,9 @@ def build(
         for ids, rows in shards():
             write(_fill(trained, ids, rows))
     index = faiss.read_index(str(out_dir / TRAINED))
-    if names:
-        merge_ondisk(index, names, str(out_dir / IVFDATA))
-    else:  # an empty space: an empty lists file, so the base opens like any other
-        merge_ondisk(index, [str(out_dir / TRAINED)], str(out_dir / IVFDATA))
+    with _quiet_stdout():
+        # an empty space gets an empty lists file, so its base opens like any other
+        merge_ondisk(index, names or [str(out_dir / TRAINED)], str(out_dir / IVFDATA))
     faiss.write_index(index, str(out_dir / MERGED))
     (out_dir / SPEC).write_text(json.dumps(spec.to_dict()))
     for name in names:
@@ -145,7 +165,8 @@ class OnDiskIVFIndex(IVFIndex):
         spec = IndexSpec.from_dict(json.loads((folder / SPEC).read_text()))
         # OnDiskInvertedLists map the .ivfdata file themselves; IO_FLAG_MMAP on top of them
         # crashes FAISS 1.x on search (tried). ONDISK_SAME_DIR: the folder may be moved.
-        index = faiss.read_index(str(folder / MERGED), faiss.IO_FLAG_ONDISK_SAME_DIR)
+        with _quiet_stdout():
+            index = faiss.read_index(str(folder / MERGED), faiss.IO_FLAG_ONDISK_SAME_DIR)
         return IVFIndex(index, spec)
 
     @classmethod
