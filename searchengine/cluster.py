@@ -276,15 +276,19 @@ class ClusterIndexer(Indexer):
 
 
 def actor_options(resources: dict[str, float], actors: int) -> dict[str, Any]:
-    """Ray options of the worker actors. Where the cluster has GPUs, each actor takes an
-    equal share of them (a whole one at most) and its encoders run on CUDA
-    (`SEARCHENGINE_DEVICE=cuda`, see encoders.base.torch_device); else one CPU each."""
+    """Ray options of the worker actors: one CPU each, and torch, FAISS and the decoders on
+    one thread (`SEARCHENGINE_THREADS=1`; without it each actor would use every core of its
+    node, and N actors on a node would fight over them). Where the cluster has GPUs, each
+    actor also takes an equal share of them (a whole one at most) and its encoders run on
+    CUDA (`SEARCHENGINE_DEVICE=cuda`, see encoders.base.torch_device)."""
     # restarts unbounded: TRIES per batch and file bound the retries (see TRIES)
     options: dict[str, Any] = {"num_cpus": 1, "max_restarts": -1, "max_task_retries": 0}
+    env = {"SEARCHENGINE_THREADS": "1"}
     gpus = float(resources.get("GPU", 0) or 0)
     if gpus > 0:
         options["num_gpus"] = min(1.0, gpus / max(1, actors))
-        options["runtime_env"] = {"env_vars": {"SEARCHENGINE_DEVICE": "cuda"}}
+        env["SEARCHENGINE_DEVICE"] = "cuda"
+    options["runtime_env"] = {"env_vars": env}
     return options
 
 

@@ -30,10 +30,13 @@ def test_cpu_unless_asked_and_cuda_without_a_gpu_falls_back(monkeypatch):
 def test_gpu_actors_share_the_cluster_gpus_and_run_on_cuda():
     cpu_only = actor_options({"CPU": 4.0}, 4)
     assert cpu_only["num_cpus"] == 1 and "num_gpus" not in cpu_only
-    assert "runtime_env" not in cpu_only
+    # one thread each: N actors on a node do not each take all of its cores
+    assert cpu_only["runtime_env"] == {"env_vars": {"SEARCHENGINE_THREADS": "1"}}
     shared = actor_options({"CPU": 8.0, "GPU": 2.0}, 4)
     assert shared["num_gpus"] == 0.5
-    assert shared["runtime_env"] == {"env_vars": {"SEARCHENGINE_DEVICE": "cuda"}}
+    assert shared["runtime_env"] == {
+        "env_vars": {"SEARCHENGINE_THREADS": "1", "SEARCHENGINE_DEVICE": "cuda"}
+    }
     assert actor_options({"CPU": 2.0, "GPU": 4.0}, 2)["num_gpus"] == 1.0
 
 
