@@ -22,6 +22,7 @@ MIN_NPROBE = 32  # small spaces: 32 lists still cost well under a millisecond
 LISTS_PER_PROBE = 32  # scan 1/32 of the lists: ~n/32 codes per query
 SQ_CANDIDATES = 10  # 4-bit codes: re-scoring 10 k candidates reaches recall@10 ~0.99 at 1M
 PQ_CANDIDATES = 20  # PQ codes lose more: fetch 20 k
+PQ_PROBE_FACTOR = 2  # ... and scan twice the lists
 ID_BYTES = 8
 ONDISK = "ivf-ondisk"
 
@@ -89,7 +90,16 @@ def choose(
     )
     if fits(ivf):
         return ivf
-    pq = replace(ivf, sq="", pq_m=pq_m_for(dim, 4), pq_bits=8, candidates=PQ_CANDIDATES)
+    # PQ codes rank more coarsely than SQ4: twice the lists scanned (scripts/sweep_ondisk.py:
+    # recall@10 0.978 -> 0.992 text, 0.944 -> 0.977 clip at 100k, no slower per query)
+    pq = replace(
+        ivf,
+        sq="",
+        pq_m=pq_m_for(dim, 4),
+        pq_bits=8,
+        candidates=PQ_CANDIDATES,
+        nprobe=min(nlist, PQ_PROBE_FACTOR * ivf.nprobe),
+    )
     return pq if fits(pq) else replace(pq, pq_m=pq_m_for(dim, 8))
 
 
