@@ -87,6 +87,16 @@ def write(path: Path, index: faiss.Index, header: dict[str, Any]) -> None:
 
 def read_header(path: Path) -> dict[str, Any] | None:
     """The JSON header if the file is whole and ours (sizes and checksums agree), else None."""
+    return _header(path, check_index=True)
+
+
+def peek_header(path: Path) -> dict[str, Any] | None:
+    """The JSON header without checking the FAISS bytes' checksum (for status: no read of a
+    large file); None when missing or not ours."""
+    return _header(path, check_index=False)
+
+
+def _header(path: Path, check_index: bool) -> dict[str, Any] | None:
     try:
         with open(path, "rb") as fh:
             size = os.fstat(fh.fileno()).st_size
@@ -98,29 +108,11 @@ def read_header(path: Path) -> dict[str, Any] | None:
                 return None
             fh.seek(faiss_len)
             body = fh.read(body_len)
-        if zlib.crc32(body) != body_crc or _crc(path, faiss_len) != faiss_crc:
+        if zlib.crc32(body) != body_crc:
+            return None
+        if check_index and _crc(path, faiss_len) != faiss_crc:
             return None
         header = json.loads(body)
-    except (OSError, ValueError, struct.error):
-        return None
-    return header if isinstance(header, dict) else None
-
-
-def peek_header(path: Path) -> dict[str, Any] | None:
-    """The JSON header without checking the FAISS bytes' checksum (for status: no read of a
-    large file); None when missing or not ours."""
-    try:
-        with open(path, "rb") as fh:
-            size = os.fstat(fh.fileno()).st_size
-            if size < TRAILER.size:
-                return None
-            fh.seek(size - TRAILER.size)
-            magic, faiss_len, body_len, _, body_crc = TRAILER.unpack(fh.read(TRAILER.size))
-            if magic != MAGIC or faiss_len + body_len + TRAILER.size != size:
-                return None
-            fh.seek(faiss_len)
-            body = fh.read(body_len)
-        header = json.loads(body) if zlib.crc32(body) == body_crc else None
     except (OSError, ValueError, struct.error):
         return None
     return header if isinstance(header, dict) else None
