@@ -309,6 +309,9 @@ class Engine(VoiceMethods):
         cannot be read is kept; `prune` forgets what lies under roots that are gone.
         `cluster` ('auto', 'ray://HOST:PORT'): decode and embed on that Ray cluster with
         `cluster_workers` workers (default: one per CPU); this process still writes."""
+        from searchengine.store.store import vector_memory
+
+        vector_memory()  # a bad SEARCHENGINE_VECTOR_MEMORY stops the run before any work
         with self.writer():
             if cluster:
                 from searchengine.cluster import ClusterIndexer

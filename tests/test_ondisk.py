@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from searchengine.store.store import Store
+from searchengine.errors import UserError
+from searchengine.store.store import Store, vector_memory
 from searchengine.store.vectors import Allowed
 from searchengine.store.vectors.ondisk import OnDiskIVFIndex, build, plan
 from tests.conftest import REPO
@@ -59,6 +60,34 @@ def test_sharded_on_disk_ivfpq_finds_what_exact_search_finds(tmp_path):
 def small_ram(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SEARCHENGINE_EXACT_BELOW", "500")
     monkeypatch.setenv("SEARCHENGINE_VECTOR_MEMORY", BUDGET)
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [("6G", 6 << 30), ("500m", 500 << 20), ("1.5GB", 3 << 29), ("150KiB", 150 << 10), ("0", 0)],
+)
+def test_vector_memory_reads_sizes(monkeypatch, value: str, expected: int) -> None:
+    monkeypatch.setenv("SEARCHENGINE_VECTOR_MEMORY", value)
+    assert vector_memory() == expected
+
+
+@pytest.mark.parametrize("value", ["abc", "-5", "6 potatoes", "G"])
+def test_vector_memory_refuses_what_is_not_a_size(monkeypatch, value: str) -> None:
+    monkeypatch.setenv("SEARCHENGINE_VECTOR_MEMORY", value)
+    with pytest.raises(UserError, match="SEARCHENGINE_VECTOR_MEMORY wants a size"):
+        vector_memory()
+
+
+def test_a_bad_budget_stops_an_index_run_before_any_work(monkeypatch, tmp_path: Path) -> None:
+    from searchengine import Engine
+
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "a.txt").write_text("a note about harbours")
+    monkeypatch.setenv("SEARCHENGINE_VECTOR_MEMORY", "lots")
+    with Engine(tmp_path / "index", create=True, models={"speech": "off"}) as eng:
+        with pytest.raises(UserError, match="not 'lots'"):
+            eng.index([tmp_path / "docs"])
+        assert eng.status()["files"] == 0
 
 
 def exact_top(store: Store, q: np.ndarray, k: int) -> list[int]:
@@ -148,7 +177,8 @@ CRASH_SCRIPT = """
 import sys
 sys.path.insert(0, {repo!r})
 from pathlib import Path
-from searchengine.store.store import Store
+from searchengine.errors import UserError
+from searchengine.store.store import Store, vector_memory
 from tests.store_fixtures import write_files
 store = Store(Path({index!r}))
 write_files(store, Path({lib!r}), 200, 8)

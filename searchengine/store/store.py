@@ -12,6 +12,7 @@ another process's `index` committed without reopening. A cache file is replaced 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import time
 from collections.abc import Iterator
@@ -21,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from searchengine.errors import UserError
 from searchengine.store import vectors as ann
 from searchengine.store.catalog import Catalog, OutdatedFormat
 from searchengine.store.schema import decode_vectors
@@ -50,11 +52,18 @@ def build_threads() -> int:
 
 def vector_memory() -> int:
     """Bytes of RAM one space's vector codes may take before they move to disk (ondisk.py):
-    SEARCHENGINE_VECTOR_MEMORY ("6G", "500M" or bytes), else a quarter of the machine's RAM."""
-    value = os.environ.get("SEARCHENGINE_VECTOR_MEMORY", "").strip().upper()
+    SEARCHENGINE_VECTOR_MEMORY ("6G", "500M", "1.5GB" or bytes; 0 puts every space large
+    enough to train an IVF on disk), else a quarter of the machine's RAM."""
+    value = os.environ.get("SEARCHENGINE_VECTOR_MEMORY", "").strip()
     if value:
-        scale = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}.get(value[-1:], 1)
-        return int(float(value.rstrip("KMGTB") or 0) * scale)
+        m = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?", value, re.IGNORECASE)
+        if m is None:
+            raise UserError(
+                f"SEARCHENGINE_VECTOR_MEMORY wants a size such as 6G, 500M or a number of "
+                f"bytes, not '{value}'"
+            )
+        scale = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+        return int(float(m.group(1)) * scale[m.group(2).lower()])
     try:
         return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 4
     except (ValueError, OSError, AttributeError):
