@@ -37,7 +37,7 @@ models: install
 
 test: install models sysdeps
 	$(VENV)/bin/ruff check searchengine scripts tests
-	$(VENV)/bin/pytest -q -n 2 --dist loadfile
+	$(VENV)/bin/pytest -q -n 2 --dist loadfile --durations=15
 
 # The main job on real sample media: documents, a video and sound-theme recordings from
 # Debian packages. CLIP/CLAP weights are not installable here, so frames and sounds wait as
