@@ -8,6 +8,15 @@ each model loads once per worker process, and runs the same decode and embed cod
 run (`Indexer._decoded` and `Indexer._embed_batch`). Vectors, segments and reasons come back
 as the indexer's own `_Work` records.
 
+Re-embedding after a model change goes the same way where it must decode (a new CLIP or CLAP
+model, speech turned on or changed): the driver plans, and commits each batch that comes
+back (`Reembedder`, reembed.py); the workers decode and embed (`reembed.Remaker`, the code a
+local run uses), a `Remake` (path, spaces, speech flag) out and a `Remade` (segments without
+pixels or samples, float32 vectors, speech settings, or why the old vectors stay) back. A
+re-embedding the pool gives up on keeps the file's old vectors, with a note, and the next run
+tries it again. Stored text of a text model switch is re-embedded on the driver: it needs no
+decoding, and its vectors come from the driver's own text model.
+
 Faults (the rules live in `clusterpool`): a worker that dies mid-batch (killed, out of
 memory, a decoder crash) is restarted by Ray (`max_restarts`) and its batch is sent again, to
 another worker when there is one; so is a batch whose result was lost (object lost, owner
@@ -30,6 +39,7 @@ import os
 import socket
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -46,6 +56,7 @@ from searchengine.indexer import (
     _Work,
     decode_timeout,
 )
+from searchengine.reembed import Remade, Remake, Remaker, Remote
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -114,6 +125,7 @@ class RemoteEmbedder(Indexer):
         self.attempts = {}
         self.retry_next = 0
         self._memo = HashMemo(None)  # file hashes, in memory: each model file hashed once
+        self.remaker = Remaker(self.models, config, self._transcribe, limit_s=self.decode_timeout_s)
 
     def identities(self) -> dict[str, str]:
         """The content identity of each model this worker loaded (issue 10: a model is its
@@ -143,6 +155,13 @@ class RemoteEmbedder(Indexer):
                     seg.payload = None
         return works, summary.notes, self.identities()
 
+    def redo_batch(self, jobs: list[Remake]) -> tuple[list[Remade], list[str], dict[str, str]]:
+        """Decode `jobs` again and embed their stale spaces (re-embedding after a model
+        change); the results, the notes and the identities of the models used."""
+        summary = IndexSummary()
+        done = [self.remaker.remake(job, summary) for job in jobs]
+        return done, summary.notes, self.identities()
+
 
 class _Actor:
     """A Ray actor around a RemoteEmbedder (created with ray.remote in `_pool`)."""
@@ -157,6 +176,12 @@ class _Actor:
 
         return (*self.embedder.run_batch(items), ray.get_runtime_context().get_node_id())
 
+    def redo_batch(self, jobs: list[Remake]) -> tuple[list[Remade], list[str], dict[str, str], str]:
+        """The embedder's re-embeddings, notes and identities, and this worker's node."""
+        import ray
+
+        return (*self.embedder.redo_batch(jobs), ray.get_runtime_context().get_node_id())
+
     def pid(self) -> int:
         return os.getpid()
 
@@ -167,6 +192,7 @@ class ClusterStats:
 
     workers: int = 0
     files: int = 0
+    redone: int = 0  # files decoded again by the workers for a model change
     batches: int = 0
     retried: int = 0
     commit_s: float = 0.0
@@ -243,6 +269,39 @@ class ClusterIndexer(Indexer):
             self.stats.process_s += time.monotonic() - began
         report("embed", done, total, "")
 
+    def _remote_redo(self) -> Remote | None:
+        return self._redo_on_cluster
+
+    def _redo_on_cluster(
+        self, jobs: list[Remake], summary: IndexSummary, take: Callable[[list[Remade]], None]
+    ) -> None:
+        """Re-embeddings that decode, on the cluster: each batch that comes back goes to
+        `take` (the Reembedder, which commits it); a file the pool gives up keeps its old
+        vectors."""
+        import ray
+
+        began = time.monotonic()
+        pool = Pool(
+            ray, *self._pool(ray, len(jobs)), note=summary.note,
+            method="redo_batch", give_up=_kept, size=lambda job: job.size,
+        )  # fmt: skip
+        self.stats.workers = max(self.stats.workers, len(pool.actors))
+        try:
+            for remade, notes, made in pool.results(jobs):
+                for line in notes:
+                    summary.note(line)
+                self._made_by(made, summary)
+                t0 = time.monotonic()
+                take(remade)
+                self.stats.commit_s += time.monotonic() - t0
+        finally:
+            pool.close()
+            self.stats.redone += pool.answered_items
+            self.stats.batches += pool.sent
+            self.stats.retried += pool.retried
+            self.stats.wait_s += pool.wait_s
+            self.stats.process_s += time.monotonic() - began
+
     def _made_by(self, made: dict[str, str], summary: IndexSummary) -> None:
         """Remember which weights the workers used; workers that disagree are a note."""
         for space, ident in made.items():
@@ -254,7 +313,7 @@ class ClusterIndexer(Indexer):
                 )
 
     def _record_identities(self) -> None:
-        """The driver's own models (re-embedding runs here) and the workers' models."""
+        """The driver's own models (stored text re-embedded here) and the workers' models."""
         super()._record_identities()
         for space, ident in self.made_by.items():
             self.catalog.record_model_identity(space, self.config.model_key(space), ident)
@@ -273,6 +332,11 @@ class ClusterIndexer(Indexer):
             options = actor_options(resources, wanted)
         remote = ray.remote(**options)(_Actor)
         return [remote.remote(self.config) for _ in range(wanted)], _need(options)
+
+
+def _kept(job: Remake, why: str, transient: bool) -> Remade:
+    """A re-embedding the pool gave up: the file keeps its old vectors (retried next run)."""
+    return Remade(job.file_id, kept=f"kept the old vectors of {job.path}: {why}")
 
 
 def actor_options(resources: dict[str, float], actors: int) -> dict[str, Any]:

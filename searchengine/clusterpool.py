@@ -3,7 +3,11 @@ the fault rules that keep the run going when a worker, a result or a node is los
 
 Why its own module: which Ray error costs a batch a try, when the pool shrinks and when the
 run gives up are the hard part of cluster indexing; they are tested against fake actors,
-without a cluster (tests/test_clusterpool.py), and only `ClusterIndexer` uses them.
+without a cluster (tests/test_clusterpool.py), and only `ClusterIndexer` uses them. Two
+kinds of jobs go through it: new and changed files (`_Actor.run_batch`, `Item`s in, `_Work`
+records out) and files to decode again after a model change (`_Actor.redo_batch`,
+`reembed.Remake`s in, `Remade`s out); the pool is told which actor method to call, how big
+an item is and what record stands for an item it gives up.
 
 The rules:
 - a batch's worker died, its result was lost (object lost, owner died, reconstruction
@@ -36,7 +40,11 @@ if TYPE_CHECKING:
     from searchengine.store.catalog import FileRecord
 
 Item = tuple["Entry", "FileRecord | None", "str | None"]
-Result = tuple[list[_Work], list[str], dict[str, str]]
+Result = tuple[list[Any], list[str], dict[str, str]]
+"""A batch's records (one per item: `_Work` for `run_batch`), its notes and the identities
+of the models the worker used."""
+GiveUp = Callable[[Any, str, bool], Any]
+"""give_up(item, reason, transient): the record of an item the pool gives up."""
 
 BATCH_FILES = 16
 BATCH_BYTES = 64 << 20
@@ -64,7 +72,7 @@ UNAVAILABLE_PAUSE_S = 0.2
 
 @dataclass
 class _Batch:
-    items: list[Item]
+    items: list[Any]
     tries: int = 0
     avoid: Any = None  # the actor it last failed on
     why: str | None = None  # the last failure that was not a worker death
@@ -86,7 +94,10 @@ def capacity(nodes: list[dict[str, Any]], need: dict[str, float]) -> int:
 
 class Pool:
     """Ray actors that decode and embed; `results` sends the batches and yields what comes
-    back, `close` ends the actors. `need`: what one actor takes (see `capacity`)."""
+    back, `close` ends the actors. `need`: what one actor takes (see `capacity`). Each batch
+    goes to the actors' `method`; `size(item)` (bytes) cuts the batches, and `give_up`
+    makes the record of an item that fails for good (by default: new and changed files,
+    recorded failed)."""
 
     def __init__(
         self,
@@ -94,6 +105,10 @@ class Pool:
         actors: list[Any],
         need: dict[str, float],
         note: Callable[[str], None],
+        *,
+        method: str = "run_batch",
+        give_up: GiveUp | None = None,
+        size: Callable[[Any], int] | None = None,
     ) -> None:
         from ray import exceptions
 
@@ -102,6 +117,9 @@ class Pool:
         self.actors = list(actors)
         self.need = need
         self.note = note
+        self.method = method
+        self.give_up: GiveUp = give_up or _failed
+        self.size: Callable[[Any], int] = size or _entry_size
         now = time.monotonic()
         self.load = {id(a): 0 for a in self.actors}
         self.answered = {id(a): now for a in self.actors}  # last result, or the start
@@ -112,11 +130,12 @@ class Pool:
         self.homeless_since: float | None = None
         self.fitted = now  # when the alive nodes were last read
         self.sent = self.retried = 0
+        self.answered_items = 0  # items whose batch a worker answered
         self.wait_s = 0.0
 
-    def results(self, todo: list[Item]) -> Iterator[Result]:
+    def results(self, todo: list[Any]) -> Iterator[Result]:
         """The records of `todo`, a batch at a time, in the order they come back."""
-        self.queue = [_Batch(b) for b in reversed(_batches(todo))]
+        self.queue = [_Batch(b) for b in reversed(_batches(todo, self.size))]
         while self.queue or self.running:
             self._send()
             t0 = time.monotonic()
@@ -142,7 +161,7 @@ class Pool:
                 self.actors,
                 key=lambda a, b=batch: (a is b.avoid, self.load[id(a)]),  # type: ignore[misc]
             )
-            self.running[actor.run_batch.remote(batch.items)] = (batch, actor)
+            self.running[getattr(actor, self.method).remote(batch.items)] = (batch, actor)
             self.load[id(actor)] += 1
             self.sent += 1
 
@@ -167,14 +186,15 @@ class Pool:
         except err.RayTaskError as exc:  # a bug in the worker's code: one batch, not the run
             cause = (str(exc.cause).splitlines() or ["?"])[0][:200]
             why = f"cluster worker error: {cause}"
-            return [_failed(it, why, True) for it in batch.items], [], {}
+            return [self.give_up(it, why, True) for it in batch.items], [], {}
         except err.RayError as exc:  # lost result, out of memory, crashed worker, dead node
             return self._lost(batch, actor, exc), [], {}
         self.answered[id(actor)] = time.monotonic()
         self.node_of[id(actor)] = node
+        self.answered_items += len(batch.items)
         return works, notes, made
 
-    def _lost(self, batch: _Batch, actor: Any, exc: Exception | None) -> list[_Work]:
+    def _lost(self, batch: _Batch, actor: Any, exc: Exception | None) -> list[Any]:
         """A batch whose worker died or whose result was lost: sent again elsewhere, then
         split into single files; a single file that fails every time is failed."""
         err = self.errors
@@ -189,7 +209,7 @@ class Pool:
             batch.transient = not isinstance(exc, (err.OutOfMemoryError, err.WorkerCrashedError))
         batch.tries += 1
         batch.avoid = actor
-        given_up: list[_Work] = []
+        given_up: list[Any] = []
         if batch.tries < TRIES:
             self.queue.append(batch)
         elif len(batch.items) > 1:
@@ -199,10 +219,10 @@ class Pool:
                 why = WORKER_DIED.format(n=batch.tries)
             else:
                 why = LOST.format(n=batch.tries, why=batch.why)
-            given_up = [_failed(batch.items[0], why, batch.transient)]
+            given_up = [self.give_up(batch.items[0], why, batch.transient)]
         return given_up + self._fit()
 
-    def _fit(self) -> list[_Work]:
+    def _fit(self) -> list[Any]:
         """Shrink the pool to what the alive nodes can host (see the module's rules); the
         files given up where no node can host a worker for NO_HOST_S."""
         nodes = self.ray.nodes()
@@ -247,13 +267,13 @@ class Pool:
                 del self.running[ref]
                 self.queue.append(batch)
 
-    def _abandon(self, reason: str) -> list[_Work]:
+    def _abandon(self, reason: str) -> list[Any]:
         """Every file still queued or running, failed as transient with `reason`."""
         batches = self.queue + [b for b, _ in self.running.values()]
         self.queue, self.running = [], {}
         for key in self.load:
             self.load[key] = 0
-        return [_failed(it, reason, True) for b in batches for it in b.items]
+        return [self.give_up(it, reason, True) for b in batches for it in b.items]
 
 
 def _failed(item: Item, reason: str, transient: bool) -> _Work:
@@ -264,17 +284,21 @@ def _failed(item: Item, reason: str, transient: bool) -> _Work:
     return work
 
 
-def _batches(todo: list[Item]) -> list[list[Item]]:
+def _entry_size(item: Item) -> int:
+    return item[0].size
+
+
+def _batches(todo: list[Any], size_of: Callable[[Any], int]) -> list[list[Any]]:
     """Consecutive files, cut at BATCH_FILES files or BATCH_BYTES bytes."""
-    out: list[list[Item]] = []
-    batch: list[Item] = []
+    out: list[list[Any]] = []
+    batch: list[Any] = []
     size = 0
     for item in todo:
-        if batch and (len(batch) >= BATCH_FILES or size + item[0].size > BATCH_BYTES):
+        if batch and (len(batch) >= BATCH_FILES or size + size_of(item) > BATCH_BYTES):
             out.append(batch)
             batch, size = [], 0
         batch.append(item)
-        size += item[0].size
+        size += size_of(item)
     if batch:
         out.append(batch)
     return out

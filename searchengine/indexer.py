@@ -26,7 +26,7 @@ from searchengine.errors import DecodeError, ModelUnavailable, Skip, UserError
 from searchengine.geo import add_place
 from searchengine.inflight import CRASH_REASON, STRIKES_TO_BLAME, Journal, crashes_in_child
 from searchengine.media import decode_file
-from searchengine.reembed import Redo, Reembedder
+from searchengine.reembed import Redo, Reembedder, Remote
 from searchengine.store.catalog import FileRecord, NewFile
 from searchengine.types import Decoded, Segment
 from searchengine.voices import refresh_speakers
@@ -218,6 +218,7 @@ class Indexer:
                     limit_s=self.decode_timeout_s,
                     suspects=journal.left_over,
                     probe=self._probe,
+                    remote=self._remote_redo(),
                 ).run({f: r for f, r in redo.items() if f not in done_now}, summary, report)
             finally:
                 self.journal = None
@@ -233,6 +234,11 @@ class Indexer:
         self._export_query_encoders()
         summary.seconds = time.monotonic() - started
         return summary
+
+    def _remote_redo(self) -> Remote | None:
+        """Where files to decode again for a model change go: None, here (a cluster run
+        sends them to its workers, cluster.py)."""
+        return None
 
     def _retry(self) -> tuple[set[int], dict[int, Redo]]:
         """Files to process again though unchanged on disk: pending ones whose model is now

@@ -2,13 +2,15 @@
 the same files, segments, vectors and answers as a local run; a worker killed mid-batch is
 retried elsewhere; a worker that keeps dying is restarted; a driver killed mid-run leaves an
 index that answers and completes; a node killed mid-run shrinks the pool and the run
-completes (issue 15). Each cluster run costs seconds of worker start-up (a process, torch,
-the text model), so one run proves several things where it can. The fault rules for every
-Ray error are tested without a cluster in test_clusterpool.py."""
+completes; a model switch decodes the files again on the workers, not on the driver (issue
+15). Each cluster run costs seconds of worker start-up (a process, torch, the text model),
+so one run proves several things where it can. The fault rules for every Ray error are
+tested without a cluster in test_clusterpool.py."""
 
 from __future__ import annotations
 
 import json
+import shutil
 import signal
 import sqlite3
 import time
@@ -21,11 +23,13 @@ import ray  # noqa: E402  (the test install has it: searchengine[cluster])
 from PIL import Image
 from sqlalchemy import select
 
-from searchengine import Engine
+from searchengine import Engine, clusterpool, reembed
+from searchengine.cluster import ClusterIndexer
 from searchengine.errors import UserError
 from searchengine.indexer import Indexer
 from searchengine.store.catalog import files, segments
 from tests.conftest import run_cli, write_corpus
+from tests.test_crash_cli import perturbed_checkpoint
 
 QUERIES = ["planets and moons", "a red swatch", "a low hum"]
 MB = 1 << 20
@@ -198,6 +202,42 @@ def test_a_killed_driver_leaves_an_index_that_answers_and_completes(
     summary = build(root, index, (flags, checkpoint), cluster.address, workers=1)
     assert summary.added == 18 - len(committed)
     same(snapshot(index, root), reference[0])
+
+
+def test_a_model_switch_decodes_again_on_the_workers_and_equals_a_local_switch(
+    cluster, media, reference, tmp_path, monkeypatch
+):
+    """A new CLIP checkpoint over the reference index: through the cluster, the 10 images
+    are decoded again and embedded by a worker (3 batches, each committed as it comes back;
+    one worker: a second costs seconds of start-up here, and the pool's spreading of batches
+    is tested in test_clusterpool.py), the driver decodes nothing, and the index equals the
+    same switch done locally from the same copy."""
+    root, (flags, checkpoint) = media
+    other = str(perturbed_checkpoint(Path(checkpoint), tmp_path / "other.pt"))
+    local, remote = tmp_path / "local", tmp_path / "remote"
+    shutil.copytree(reference[1], local)
+    shutil.copytree(reference[1], remote)
+    here = build(root, local, (flags, other))
+    assert (here.added, here.changed, here.reembedded) == (0, 0, 10)
+    on_driver: list[str] = []
+    decode = reembed.decode_file
+    monkeypatch.setattr(
+        reembed, "decode_file", lambda path, config: on_driver.append(path) or decode(path, config)
+    )
+    monkeypatch.setattr(clusterpool, "BATCH_FILES", 4)
+    runs: list[ClusterIndexer] = []
+    run = ClusterIndexer._run
+    monkeypatch.setattr(
+        ClusterIndexer, "_run", lambda self, *a, **k: runs.append(self) or run(self, *a, **k)
+    )
+    there = build(root, remote, (flags, other), cluster.address, workers=1)
+    assert (there.added, there.changed, there.reembedded) == (0, 0, 10), there.notes
+    assert on_driver == [] and runs[0].stats.redone == 10 and runs[0].stats.batches == 3
+    assert not any("kept the old vectors" in note for note in there.notes), there.notes
+    ours, theirs = snapshot(remote, root), snapshot(local, root)
+    same(ours, theirs)
+    assert not np.allclose(ours[2], reference[0][2], atol=2e-3)  # the switch did happen
+    assert identities(remote) == identities(local) != identities(reference[1])
 
 
 def test_cluster_run_equals_a_local_run_though_a_worker_and_a_node_are_killed(

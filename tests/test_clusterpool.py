@@ -14,10 +14,11 @@ import pytest
 from ray import exceptions as rx
 
 from searchengine import clusterpool
-from searchengine.cluster import ClusterIndexer
+from searchengine.cluster import ClusterIndexer, _kept
 from searchengine.clusterpool import WORKER_DIED, Pool, capacity
 from searchengine.crawler import Entry
 from searchengine.indexer import _Work
+from searchengine.reembed import Remade, Remake
 
 HANG = object()  # a result that never comes (a worker restarting with no room)
 
@@ -173,6 +174,44 @@ def test_a_restarting_worker_is_sent_the_batch_again_without_a_try():
     busy = rx.ActorUnavailableError("restarting", None)
     works, _, pool = run(FakeRay("n1"), [Actor("a", "n1", first_call_raises(busy))], 4)
     assert all(w.state == "indexed" for w in works.values()) and pool.retried == 0
+
+
+class Redoer:
+    """A worker for the second kind of job (re-embedding, `redo_batch`): its actor dies on
+    every batch that holds `bomb`."""
+
+    def __init__(self, node: str, bomb: str) -> None:
+        self.node, self.bomb = node, bomb
+        self.calls: list[list[str]] = []
+        self.killed = False
+        self.redo_batch = SimpleNamespace(remote=self._remote)
+
+    def _remote(self, jobs: list[Remake]):
+        self.calls.append([j.path for j in jobs])
+        if any(j.path == self.bomb for j in jobs):
+            return Ref(rx.ActorDiedError())
+        return Ref(([Remade(j.file_id) for j in jobs], [], {"clip": "weights"}, self.node))
+
+
+def test_a_reembedding_the_pool_gives_up_keeps_the_old_vectors(monkeypatch):
+    """Re-embedding jobs: cut into batches by their own size, sent to `redo_batch`, and
+    one whose worker dies every time is given up as "keep the old vectors", not failed."""
+    monkeypatch.setattr(clusterpool, "BATCH_BYTES", 100)
+    sizes = {"/d/a.png": 10, "/d/bomb.png": 10, "/d/big.mp4": 200, "/d/c.png": 10}
+    jobs = [Remake(i, path, {"clip"}, False, size) for i, (path, size) in enumerate(sizes.items())]
+    actors = [Redoer("n1", "/d/bomb.png"), Redoer("n2", "/d/bomb.png")]
+    pool = Pool(
+        FakeRay("n1", "n2"), actors, {"CPU": 1.0, "GPU": 0.0}, print,
+        method="redo_batch", give_up=_kept, size=lambda job: job.size,
+    )  # fmt: skip
+    got = {r.file_id: r for batch, _, _ in pool.results(jobs) for r in batch}
+    pool.close()
+    assert sorted(got) == [0, 1, 2, 3]
+    first = sorted(call for actor in actors for call in actor.calls[:1])
+    assert first == [["/d/a.png", "/d/bomb.png"], ["/d/big.mp4"]]  # cut by bytes too
+    assert [got[i].kept for i in (0, 2, 3)] == [None] * 3
+    assert got[1].kept == "kept the old vectors of /d/bomb.png: " + WORKER_DIED.format(n=3)
+    assert pool.answered_items == 3 and pool.retried == 3 + 3
 
 
 def node_lost(ray: FakeRay, error: BaseException | None):
