@@ -262,11 +262,7 @@ class ClusterIndexer(Indexer):
                     self.store.sync(SPACES, rebuild=False)
                     last_save = time.monotonic()
         finally:
-            pool.close()
-            self.stats.batches += pool.sent
-            self.stats.retried += pool.retried
-            self.stats.wait_s += pool.wait_s
-            self.stats.process_s += time.monotonic() - began
+            self._closed(pool, began)
         report("embed", done, total, "")
 
     def _remote_redo(self) -> Remote | None:
@@ -295,12 +291,16 @@ class ClusterIndexer(Indexer):
                 take(remade)
                 self.stats.commit_s += time.monotonic() - t0
         finally:
-            pool.close()
+            self._closed(pool, began)
             self.stats.redone += pool.answered_items
-            self.stats.batches += pool.sent
-            self.stats.retried += pool.retried
-            self.stats.wait_s += pool.wait_s
-            self.stats.process_s += time.monotonic() - began
+
+    def _closed(self, pool: Pool, began: float) -> None:
+        """End a pool's workers and add its counts to the run's stats."""
+        pool.close()
+        self.stats.batches += pool.sent
+        self.stats.retried += pool.retried
+        self.stats.wait_s += pool.wait_s
+        self.stats.process_s += time.monotonic() - began
 
     def _made_by(self, made: dict[str, str], summary: IndexSummary) -> None:
         """Remember which weights the workers used; workers that disagree are a note."""
