@@ -242,7 +242,7 @@ class ClusterIndexer(Indexer):
         import ray
 
         began = time.monotonic()
-        pool = Pool(ray, *self._pool(ray, len(todo)), note=summary.note)
+        pool = Pool(ray, *self._pool(ray, len(todo), summary.note), note=summary.note)
         self.stats.workers = len(pool.actors)
         done, total = 0, len(todo)
         last_save = time.monotonic()
@@ -278,7 +278,7 @@ class ClusterIndexer(Indexer):
 
         began = time.monotonic()
         pool = Pool(
-            ray, *self._pool(ray, len(jobs)), note=summary.note,
+            ray, *self._pool(ray, len(jobs), summary.note), note=summary.note,
             method="redo_batch", give_up=_kept, size=lambda job: job.size,
         )  # fmt: skip
         self.stats.workers = max(self.stats.workers, len(pool.actors))
@@ -318,7 +318,9 @@ class ClusterIndexer(Indexer):
         for space, ident in self.made_by.items():
             self.catalog.record_model_identity(space, self.config.model_key(space), ident)
 
-    def _pool(self, ray: Any, files: int) -> tuple[list[Any], dict[str, float]]:
+    def _pool(
+        self, ray: Any, files: int, note: Callable[[str], None]
+    ) -> tuple[list[Any], dict[str, float]]:
         """One actor per CPU of the cluster (or `workers`), never more than files nor than
         the alive nodes can host (an actor without room would wait for ever); the actors
         and what each takes."""
@@ -328,6 +330,11 @@ class ClusterIndexer(Indexer):
         options = actor_options(resources, wanted)
         room = capacity(ray.nodes(), _need(options))
         if 0 < room < wanted:
+            if self.workers and self.workers > room:
+                note(
+                    f"--cluster-workers {self.workers}: the cluster's alive nodes can host "
+                    f"{room} workers, so {room} were started"
+                )
             wanted = room
             options = actor_options(resources, wanted)
         remote = ray.remote(**options)(_Actor)

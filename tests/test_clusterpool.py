@@ -291,5 +291,9 @@ def test_asked_for_more_workers_than_the_nodes_hold_the_pool_is_what_they_hold()
     )
     indexer = ClusterIndexer.__new__(ClusterIndexer)
     indexer.workers, indexer.config = 4, None
-    actors, need = indexer._pool(ray, files=10)
+    notes: list[str] = []
+    actors, need = indexer._pool(ray, files=10, note=notes.append)
     assert len(actors) == 2 and need == {"CPU": 1.0, "GPU": 0.0}
+    assert notes == [  # the user asked for 4: said, not silent
+        "--cluster-workers 4: the cluster's alive nodes can host 2 workers, so 2 were started"
+    ]

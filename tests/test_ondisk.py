@@ -159,10 +159,15 @@ def test_space_past_the_ram_budget_is_searched_from_disk_and_kept_in_step(
     finally:
         again.close()
 
+    reader = Store(index, readonly=True)
+    assert reader.cache("text").index.base_dir == first[0]
     write_files(store, tmp_path / "lib", 20, 8, seed=8, start=2000)
+    reader.cache("text")  # caught up from the catalog, not saved
     store.sync(("text",))  # 200 more: past a tenth, a new base
     second = store.cache("text").bases()
     assert len(second) == 1 and second != first and not first[0].exists()
+    assert reader.cache("text").index.base_dir == second[0]  # the reader moved to it
+    reader.close()
     assert store.cache("text").index.delta_size == 0
     assert sorted(store.cache("text").ids().tolist()) == catalog_ids(store)
 

@@ -132,11 +132,14 @@ class VectorCache:
 
     def refresh(self) -> None:
         """Load the saved file if it is new to us, then apply what the catalog committed
-        since: vectors with larger ids, and tombstones."""
+        since: vectors with larger ids, and tombstones. A new file is loaded even over
+        vectors caught up here and not saved (they come from the catalog again): a
+        long-lived reader thus moves to a rebuilt index, and lets go of a replaced on-disk
+        base, instead of growing its own copy."""
         if (
             self.index is None
             and self.signature is None
-            or (not self.dirty and self._file_signature() != self.signature)
+            or self._file_signature() != self.signature
         ):
             self._load()
         pruned = self.catalog.pruned_through()
