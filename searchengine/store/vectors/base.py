@@ -178,7 +178,13 @@ class FaissIndex(VectorIndex):
         """The index read from `path` with its header `meta` (ValueError: not usable)."""
         if int(index.d) != int(meta["dim"]):
             raise ValueError("dimension in header and index disagree")
-        return cls(index, IndexSpec.from_dict(meta["spec"]), mapped=mapped)
+        spec = IndexSpec.from_dict(meta["spec"])
+        return cls(index, spec, mapped=mapped, **cls._restore_extra(meta, Path(path)))
+
+    @classmethod
+    def _restore_extra(cls, meta: dict[str, Any], path: Path) -> dict[str, Any]:
+        """What `_header_extra` saved, as keyword arguments of the kind's constructor."""
+        return {}
 
     def __len__(self) -> int:
         return int(self._index.ntotal)

@@ -179,23 +179,15 @@ class OnDiskIVFIndex(IVFIndex):
         return cls(delta, spec, base=base, base_dir=folder, base_max_id=base_max_id)
 
     @classmethod
-    def _from_faiss(
-        cls, index: faiss.Index, meta: dict[str, Any], mapped: bool, path: Path
-    ) -> OnDiskIVFIndex:
-        if int(index.d) != int(meta["dim"]):
-            raise ValueError("dimension in header and index disagree")
+    def _restore_extra(cls, meta: dict[str, Any], path: Path) -> dict[str, Any]:
         where = meta["ondisk"]
-        folder = Path(path).parent / str(where["base"])
-        base = cls.open_base(folder)  # OSError, RuntimeError: gone or cut short
-        return cls(
-            index,
-            IndexSpec.from_dict(meta["spec"]),
-            mapped,
-            base=base,
-            base_dir=folder,
-            base_max_id=int(where["base_max_id"]),
-            removed=np.asarray(where.get("removed", []), np.int64),
-        )
+        folder = path.parent / str(where["base"])
+        return {
+            "base": cls.open_base(folder),  # OSError, RuntimeError: gone or cut short
+            "base_dir": folder,
+            "base_max_id": int(where["base_max_id"]),
+            "removed": np.asarray(where.get("removed", []), np.int64),
+        }
 
     def _header_extra(self) -> dict[str, Any]:
         return {
