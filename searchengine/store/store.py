@@ -17,6 +17,7 @@ import shutil
 import time
 from collections.abc import Iterator
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -215,12 +216,13 @@ class VectorCache:
         self.refresh()  # tombstones made while building
         return True
 
-    def _pages(self, dim: int, state: dict[str, Any]) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """The space's vectors of size `dim`, in id order; state["max_id"] follows."""
+    def _pages(
+        self, dim: int, state: dict[str, Any], rows: int = CATCH_UP_ROWS
+    ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """The space's vectors of size `dim`, in id order, `rows` at a time (fewer where
+        vectors of another size are skipped); state["max_id"] follows."""
         while True:
-            ids, blobs = self.catalog.vectors_after(
-                self.space, state["max_id"], CATCH_UP_ROWS, self.level
-            )
+            ids, blobs = self.catalog.vectors_after(self.space, state["max_id"], rows, self.level)
             if not len(ids):
                 return
             state["max_id"] = int(ids[-1])
@@ -236,20 +238,7 @@ class VectorCache:
         new cache file names the new one (Store.sync removes it then)."""
         folder = self.path.with_name(f"{self.path.stem}.ondisk-{time.time_ns()}")
         sample = self.catalog.sample_vectors(self.space, spec.train_size, level=self.level)
-
-        def shards() -> Iterator[tuple[np.ndarray, np.ndarray]]:
-            ids_, rows_ = [], []
-            held = 0
-            for ids, rows in self._pages(dim, state):
-                ids_.append(ids)
-                rows_.append(rows)
-                held += len(ids)
-                if held >= SHARD_ROWS:
-                    yield np.concatenate(ids_), np.concatenate(rows_)
-                    ids_, rows_, held = [], [], 0
-            if held:
-                yield np.concatenate(ids_), np.concatenate(rows_)
-
+        shards = partial(self._pages, dim, state, SHARD_ROWS)  # read from the catalog as built
         ondisk.build(folder, spec, sample, shards, parallel=_on_ray())
         return ondisk.OnDiskIVFIndex.open(folder, base_max_id=int(state["max_id"]))
 
