@@ -239,22 +239,14 @@ class ClusterIndexer(Indexer):
     def _process(self, todo: list[Item], summary: IndexSummary, report: ProgressFn) -> None:
         if not todo:
             return
-        import ray
-
         began = time.monotonic()
-        pool = Pool(ray, *self._pool(ray, len(todo), summary.note), note=summary.note)
-        self.stats.workers = len(pool.actors)
+        pool = self._open_pool(todo, summary)
         done, total = 0, len(todo)
         last_save = time.monotonic()
         report("embed", 0, total, "")
         try:
             for works, notes, made in pool.results(todo):
-                for line in notes:
-                    summary.note(line)
-                self._made_by(made, summary)
-                t0 = time.monotonic()
-                self._commit(works, summary)
-                self.stats.commit_s += time.monotonic() - t0
+                self._accept(notes, made, summary, lambda w=works: self._commit(w, summary))
                 done += len(works)
                 self.stats.files += len(works)
                 report("embed", done, total, display_path(works[-1].entry.path))
@@ -274,25 +266,37 @@ class ClusterIndexer(Indexer):
         """Re-embeddings that decode, on the cluster: each batch that comes back goes to
         `take` (the Reembedder, which commits it); a file the pool gives up keeps its old
         vectors."""
-        import ray
-
         began = time.monotonic()
-        pool = Pool(
-            ray, *self._pool(ray, len(jobs), summary.note), note=summary.note,
-            method="redo_batch", give_up=_kept, size=lambda job: job.size,
-        )  # fmt: skip
-        self.stats.workers = max(self.stats.workers, len(pool.actors))
+        pool = self._open_pool(
+            jobs, summary, method="redo_batch", give_up=_kept, size=lambda job: job.size
+        )
         try:
             for remade, notes, made in pool.results(jobs):
-                for line in notes:
-                    summary.note(line)
-                self._made_by(made, summary)
-                t0 = time.monotonic()
-                take(remade)
-                self.stats.commit_s += time.monotonic() - t0
+                self._accept(notes, made, summary, lambda r=remade: take(r))
         finally:
             self._closed(pool, began)
             self.stats.redone += pool.answered_items
+
+    def _open_pool(self, items: list[Any], summary: IndexSummary, **options: Any) -> Pool:
+        """Workers for `items` (indexing or re-embedding: `options` says which, see Pool)."""
+        import ray
+
+        pool = Pool(ray, *self._pool(ray, len(items), summary.note), note=summary.note, **options)
+        self.stats.workers = max(self.stats.workers, len(pool.actors))
+        return pool
+
+    def _accept(
+        self, notes: list[str], made: dict[str, str], summary: IndexSummary,
+        commit: Callable[[], None],
+    ) -> None:  # fmt: skip
+        """A batch the workers answered: its notes and the workers' model identities
+        recorded, then `commit` (timed: the single writer's share of the run)."""
+        for line in notes:
+            summary.note(line)
+        self._made_by(made, summary)
+        t0 = time.monotonic()
+        commit()
+        self.stats.commit_s += time.monotonic() - t0
 
     def _closed(self, pool: Pool, began: float) -> None:
         """End a pool's workers and add its counts to the run's stats."""
